@@ -1,0 +1,455 @@
+//! The scheduler's state and its entry point, [`Scheduler::apply`].
+//!
+//! This file owns the records (targets, tasks, units, client locks) and the command dispatch; the
+//! task lifecycle lives in `tasks.rs`, targets and settings in `targets.rs`, client locks in
+//! `client_locks.rs`, and the read-only views in `explain.rs`.
+
+use crate::sched::command::{
+    Command, Event, Input, Rejection, Settings, TaskOutcome, UnitKind, UnitOutcome,
+};
+use crate::sched::ids::{FencingToken, ReqId, Sym, Symbols, TargetId, TaskId, UnitId};
+use crate::sched::lock::LockTable;
+use crate::sched::table::FifoLockTable;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// A registered target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// Its name.
+    pub name: Sym,
+    /// Environments it belongs to (sorted).
+    pub environments: Vec<Sym>,
+    /// Roles (sorted).
+    pub roles: Vec<Sym>,
+    /// Tenants (sorted).
+    pub tenants: Vec<Sym>,
+    /// Units at once.
+    pub capacity: u32,
+    /// False after [`Command::AgentLost`] until it registers again.
+    pub online: bool,
+}
+
+/// A step lock with interned names.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StepLock {
+    /// The lock's name.
+    pub name: Sym,
+    /// Per target (true) or cluster-wide.
+    pub per_target: bool,
+    /// Capacity.
+    pub capacity: u32,
+}
+
+/// A step with interned names.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Step {
+    /// Its name.
+    pub name: Sym,
+    /// Roles it runs on (sorted).
+    pub roles: Vec<Sym>,
+    /// Units at once.
+    pub max_parallelism: u32,
+    /// Whether it acquires a package first.
+    pub package: bool,
+    /// Its step lock.
+    pub lock: Option<StepLock>,
+}
+
+/// A deployment process shared by every task that runs the same steps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    /// The steps.
+    pub steps: Vec<Step>,
+    /// Tasks that use it; it is forgotten at zero.
+    pub refs: u32,
+}
+
+/// Where a task is in its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Waiting for admission.
+    Queued,
+    /// Admitted.
+    Running {
+        /// The stage that runs (a packaged step has an acquire stage before its run stage).
+        stage: u16,
+        /// Units of the stage that have not ended.
+        open_units: u32,
+        /// Set when the task is failing or cancelling: it ends when `open_units` reaches zero.
+        stopping: Option<TaskOutcome>,
+    },
+    /// Ended.
+    Ended(TaskOutcome),
+}
+
+/// A task's bypass rule with interned names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bypass {
+    /// The value without scope.
+    pub default: bool,
+    /// Role-scoped values.
+    pub roles: Vec<(Sym, bool)>,
+    /// Target-scoped values.
+    pub targets: Vec<(Sym, bool)>,
+}
+
+/// A task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Its id.
+    pub id: TaskId,
+    /// Its admission request (tag, cap and held targets) while queued or running.
+    pub request: ReqId,
+    /// The project.
+    pub project: Sym,
+    /// The release.
+    pub release: Box<str>,
+    /// The environment.
+    pub environment: Sym,
+    /// The tenant.
+    pub tenant: Option<Sym>,
+    /// The concurrency tag.
+    pub tag: Sym,
+    /// The process it runs.
+    pub process: u32,
+    /// The bypass rule.
+    pub bypass: Bypass,
+    /// Whether it holds its targets for its whole run.
+    pub hold_targets: bool,
+    /// Package acquisitions at once.
+    pub acquire_max_parallelism: u32,
+    /// Targets per step, fixed at admission (at submission for a whole-task hold).
+    pub plan: Vec<Vec<TargetId>>,
+    /// Where it is.
+    pub phase: Phase,
+    /// Units of the current and past stages.
+    pub units: Vec<UnitId>,
+    /// Fencing token of its admission.
+    pub token: Option<FencingToken>,
+    /// When it was queued, started and ended (leader clock, ms).
+    pub submitted_ms: u64,
+    /// When it started.
+    pub started_ms: Option<u64>,
+    /// When it ended.
+    pub ended_ms: Option<u64>,
+}
+
+/// Where a unit is in its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnitState {
+    /// Waiting for its locks.
+    Waiting,
+    /// Granted and sent to its agent.
+    Dispatched {
+        /// Whether a cancel was asked for.
+        cancel_requested: bool,
+    },
+    /// Its agent reported the start.
+    Running {
+        /// Whether a cancel was asked for.
+        cancel_requested: bool,
+    },
+    /// Ended.
+    Ended(UnitOutcome),
+}
+
+/// A unit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unit {
+    /// Its id.
+    pub id: UnitId,
+    /// Its task.
+    pub task: TaskId,
+    /// Its step.
+    pub step: u16,
+    /// Acquire or run.
+    pub kind: UnitKind,
+    /// Its target.
+    pub target: TargetId,
+    /// Its lock request while waiting or holding.
+    pub request: ReqId,
+    /// The attempt.
+    pub attempt: u32,
+    /// Whether it takes its target exclusively.
+    pub exclusive: bool,
+    /// Where it is.
+    pub state: UnitState,
+    /// Its grant's token.
+    pub token: Option<FencingToken>,
+    /// When it was granted and ended (leader clock, ms).
+    pub dispatched_ms: Option<u64>,
+    /// When it ended.
+    pub ended_ms: Option<u64>,
+}
+
+/// A client's named-lock request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientLock {
+    /// The lock's name.
+    pub name: Sym,
+    /// The target of a target-scoped lock.
+    pub target: Option<TargetId>,
+    /// Who asked.
+    pub holder: Box<str>,
+    /// The lease length.
+    pub ttl_ms: u64,
+    /// When the lease runs out.
+    pub expires_ms: u64,
+    /// The grant's token once held.
+    pub token: Option<FencingToken>,
+}
+
+/// Who owns a lock request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Owner {
+    /// A task's admission.
+    Task(TaskId),
+    /// A unit.
+    Unit(UnitId),
+    /// A client's named lock.
+    Client,
+}
+
+/// Everything the replicas agree on. Serialised whole into snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scheduler<L = FifoLockTable> {
+    pub(crate) now_ms: u64,
+    pub(crate) settings: Settings,
+    pub(crate) symbols: Symbols,
+    pub(crate) locks: L,
+    pub(crate) next_request: u64,
+    pub(crate) next_task: u64,
+    pub(crate) next_unit: u64,
+    pub(crate) next_token: u64,
+    pub(crate) next_target: u32,
+    pub(crate) targets: BTreeMap<TargetId, Target>,
+    pub(crate) target_by_name: BTreeMap<Sym, TargetId>,
+    /// (environment, role) -> targets, for planning.
+    pub(crate) targets_by_env_role: BTreeSet<(Sym, Sym, TargetId)>,
+    /// Units waiting or holding on each target.
+    pub(crate) target_units: BTreeSet<(TargetId, UnitId)>,
+    pub(crate) processes: BTreeMap<u32, Process>,
+    pub(crate) process_ids: BTreeMap<Vec<Step>, u32>,
+    pub(crate) next_process: u32,
+    pub(crate) tasks: BTreeMap<TaskId, Task>,
+    pub(crate) units: BTreeMap<UnitId, Unit>,
+    pub(crate) owners: BTreeMap<ReqId, Owner>,
+    pub(crate) client_locks: BTreeMap<ReqId, ClientLock>,
+    pub(crate) lease_expiry: BTreeSet<(u64, ReqId)>,
+    pub(crate) queued_tasks: u32,
+    pub(crate) running_tasks: u32,
+    pub(crate) ended_tasks: VecDeque<TaskId>,
+}
+
+impl<L: LockTable + Default> Default for Scheduler<L> {
+    fn default() -> Self {
+        Scheduler::new(Settings::default())
+    }
+}
+
+impl<L: LockTable + Default> Scheduler<L> {
+    /// An empty state with the given settings.
+    pub fn new(settings: Settings) -> Self {
+        Scheduler {
+            now_ms: 0,
+            settings,
+            symbols: Symbols::default(),
+            locks: L::default(),
+            next_request: 1,
+            next_task: 1,
+            next_unit: 1,
+            next_token: 1,
+            next_target: 0,
+            targets: BTreeMap::new(),
+            target_by_name: BTreeMap::new(),
+            targets_by_env_role: BTreeSet::new(),
+            target_units: BTreeSet::new(),
+            processes: BTreeMap::new(),
+            process_ids: BTreeMap::new(),
+            next_process: 0,
+            tasks: BTreeMap::new(),
+            units: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            client_locks: BTreeMap::new(),
+            lease_expiry: BTreeSet::new(),
+            queued_tasks: 0,
+            running_tasks: 0,
+            ended_tasks: VecDeque::new(),
+        }
+    }
+}
+
+impl<L: LockTable> Scheduler<L> {
+    /// Applies one command. On `Err` nothing changed. On `Ok`, `events` received the decisions in
+    /// the order they were made (it is cleared first).
+    pub fn apply(&mut self, input: Input, events: &mut Vec<Event>) -> Result<(), Rejection> {
+        events.clear();
+        // Leaders' clocks differ; the state's time never goes back.
+        self.now_ms = self.now_ms.max(input.now_ms);
+        match input.command {
+            Command::UpsertTarget(spec) => self.upsert_target(spec, events)?,
+            Command::RemoveTarget { name } => self.remove_target(&name, events)?,
+            Command::AgentLost { name } => self.agent_lost(&name, events)?,
+            Command::SetSettings(patch) => self.set_settings(patch, events)?,
+            Command::SubmitTask(spec) => self.submit(spec, events)?,
+            Command::CancelTask { task } => self.cancel_task(task, events)?,
+            Command::UnitStarted { unit, attempt } => self.unit_started(unit, attempt)?,
+            Command::UnitFinished {
+                unit,
+                attempt,
+                exit_code,
+            } => self.unit_finished(unit, attempt, exit_code, events)?,
+            Command::AcquireLock(spec) => self.acquire_lock(spec, events)?,
+            Command::KeepAliveLock { request } => self.keep_alive_lock(request)?,
+            Command::ReleaseLock { request } => self.release_lock(request, false, events)?,
+            Command::Tick => self.expire_leases(events),
+        }
+        self.grant_all(events);
+        Ok(())
+    }
+
+    /// Applies a command with a fresh event buffer; a convenience for tests and tools.
+    pub fn apply_one(&mut self, now_ms: u64, command: Command) -> Result<Vec<Event>, Rejection> {
+        let mut events = Vec::new();
+        self.apply(Input { now_ms, command }, &mut events)?;
+        Ok(events)
+    }
+
+    /// Grants everything grantable, in request order, and carries out each grant.
+    fn grant_all(&mut self, events: &mut Vec<Event>) {
+        while let Some(request) = self.locks.poll_grant() {
+            let token = FencingToken(self.next_token);
+            self.next_token += 1;
+            match self.owners.get(&request).copied() {
+                Some(Owner::Task(task)) => self.task_granted(task, token, events),
+                Some(Owner::Unit(unit)) => self.unit_granted(unit, token, events),
+                Some(Owner::Client) => self.client_lock_granted(request, token, events),
+                None => unreachable!("granted request {request:?} has no owner"),
+            }
+        }
+    }
+
+    pub(crate) fn new_request(&mut self, owner: Owner) -> ReqId {
+        let id = ReqId(self.next_request);
+        self.next_request += 1;
+        self.owners.insert(id, owner);
+        id
+    }
+
+    /// Interns names after checking them; `field` names the command field for the error.
+    pub(crate) fn intern_checked(&mut self, field: &str, name: &str) -> Result<Sym, Rejection> {
+        check_name(field, name)?;
+        if self.symbols.get(name).is_none() && !self.symbols.has_room(1) {
+            return Err(Rejection::Invalid {
+                field: field.into(),
+                problem: "the state holds the most distinct names it can: reuse existing names"
+                    .into(),
+            });
+        }
+        Ok(self.symbols.intern(name))
+    }
+
+    /// The current time of the state (the largest leader time seen).
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The symbol table.
+    pub fn symbols(&self) -> &Symbols {
+        &self.symbols
+    }
+
+    /// The lock table.
+    pub fn lock_table(&self) -> &L {
+        &self.locks
+    }
+
+    /// A task.
+    pub fn task(&self, id: TaskId) -> Option<&Task> {
+        self.tasks.get(&id)
+    }
+
+    /// All tasks the state remembers, by id.
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values()
+    }
+
+    /// A unit.
+    pub fn unit(&self, id: UnitId) -> Option<&Unit> {
+        self.units.get(&id)
+    }
+
+    /// All units the state remembers, by id.
+    pub fn units(&self) -> impl Iterator<Item = &Unit> {
+        self.units.values()
+    }
+
+    /// A target.
+    pub fn target(&self, id: TargetId) -> Option<&Target> {
+        self.targets.get(&id)
+    }
+
+    /// A target by name.
+    pub fn target_id(&self, name: &str) -> Option<TargetId> {
+        self.symbols
+            .get(name)
+            .and_then(|s| self.target_by_name.get(&s).copied())
+    }
+
+    /// All targets.
+    pub fn targets(&self) -> impl Iterator<Item = (TargetId, &Target)> {
+        self.targets.iter().map(|(id, t)| (*id, t))
+    }
+
+    /// A process.
+    pub fn process(&self, id: u32) -> Option<&Process> {
+        self.processes.get(&id)
+    }
+
+    /// A client lock request.
+    pub fn client_lock(&self, request: ReqId) -> Option<&ClientLock> {
+        self.client_locks.get(&request)
+    }
+
+    /// Tasks queued.
+    pub fn queued_tasks(&self) -> u32 {
+        self.queued_tasks
+    }
+
+    /// Tasks running.
+    pub fn running_tasks(&self) -> u32 {
+        self.running_tasks
+    }
+
+    /// Who owns a lock request.
+    pub fn owner(&self, request: ReqId) -> Option<Owner> {
+        self.owners.get(&request).copied()
+    }
+}
+
+/// Checks a name: not empty, printable, not too long.
+pub(crate) fn check_name(field: &str, name: &str) -> Result<(), Rejection> {
+    let problem = if name.is_empty() {
+        "is empty; give a name".to_string()
+    } else if name.len() > crate::sched::ids::NAME_BYTES_MAX {
+        format!(
+            "is {} bytes long; names are at most {} bytes",
+            name.len(),
+            crate::sched::ids::NAME_BYTES_MAX
+        )
+    } else if name.chars().any(char::is_control) {
+        "contains a control character; use printable characters".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(Rejection::Invalid {
+        field: field.into(),
+        problem: format!("{name:?} {problem}"),
+    })
+}

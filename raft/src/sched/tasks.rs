@@ -1,0 +1,724 @@
+//! The task lifecycle: submission, admission, stages and units, failure, cancellation, and
+//! forgetting old tasks.
+//!
+//! A task's admission request claims its concurrency tag (exclusive), a slot under the task cap,
+//! and, for a whole-task hold, every target's isolation lock (exclusive). Once admitted it runs its
+//! stages in order: a step with a package has an acquire stage before its run stage. Each stage
+//! creates one unit per planned target, whose request claims the target's isolation lock (unless
+//! the task holds its targets), the stage's parallelism, the step lock, and a slot of the agent.
+
+use crate::sched::command::{
+    Event, Rejection, StepSpec, TaskOutcome, TaskSpec, UnitKind, UnitOutcome, LABELS_MAX,
+    STEPS_PER_TASK_MAX, TARGETS_PER_STEP_MAX,
+};
+use crate::sched::ids::{FencingToken, Sym, TargetId, TaskId, UnitId};
+use crate::sched::lock::{ClaimSpec, LockKey, LockTable, Mode};
+use crate::sched::state::{
+    check_name, Bypass, Owner, Phase, Process, Scheduler, Step, StepLock, Task, Unit, UnitState,
+};
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Rejection {
+    Rejection::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Checks everything in a task spec that does not need the state; returns how many names it holds.
+fn validate_spec(spec: &TaskSpec) -> Result<usize, Rejection> {
+    check_name("project", &spec.project)?;
+    check_name("release", &spec.release)?;
+    check_name("environment", &spec.environment)?;
+    if let Some(tenant) = &spec.tenant {
+        check_name("tenant", tenant)?;
+    }
+    if let Some(tag) = &spec.concurrency_tag {
+        check_name("concurrency_tag", tag)?;
+    }
+    if spec.acquire_max_parallelism == 0 {
+        return Err(invalid(
+            "acquire_max_parallelism",
+            "is 0; allow at least 1 acquisition at a time",
+        ));
+    }
+    if spec.steps.is_empty() || spec.steps.len() > STEPS_PER_TASK_MAX {
+        return Err(invalid(
+            "steps",
+            format!(
+                "has {} steps; a process has 1 to {STEPS_PER_TASK_MAX} steps",
+                spec.steps.len()
+            ),
+        ));
+    }
+    let mut names = 5 + spec.bypass.roles.len() + spec.bypass.targets.len();
+    for (i, (role, _)) in spec.bypass.roles.iter().enumerate() {
+        check_name(&format!("bypass.roles[{i}]"), role)?;
+    }
+    for (i, (target, _)) in spec.bypass.targets.iter().enumerate() {
+        check_name(&format!("bypass.targets[{i}]"), target)?;
+    }
+    for (i, step) in spec.steps.iter().enumerate() {
+        names += validate_step(i, step)?;
+        if spec.steps[..i].iter().any(|s| s.name == step.name) {
+            return Err(invalid(
+                format!("steps[{i}].name"),
+                format!("{:?} names two steps; step names are unique", step.name),
+            ));
+        }
+    }
+    Ok(names)
+}
+
+fn validate_step(i: usize, step: &StepSpec) -> Result<usize, Rejection> {
+    check_name(&format!("steps[{i}].name"), &step.name)?;
+    if step.roles.is_empty() || step.roles.len() > LABELS_MAX {
+        return Err(invalid(
+            format!("steps[{i}].roles"),
+            format!("has {} roles; give 1 to {LABELS_MAX}", step.roles.len()),
+        ));
+    }
+    for (j, role) in step.roles.iter().enumerate() {
+        check_name(&format!("steps[{i}].roles[{j}]"), role)?;
+    }
+    if step.max_parallelism == 0 {
+        return Err(invalid(
+            format!("steps[{i}].max_parallelism"),
+            "is 0; allow at least 1 unit at a time",
+        ));
+    }
+    if let Some(package) = &step.package {
+        check_name(&format!("steps[{i}].package"), package)?;
+    }
+    let mut names = 1 + step.roles.len();
+    if let Some(lock) = &step.lock {
+        check_name(&format!("steps[{i}].lock.name"), &lock.name)?;
+        if lock.capacity == 0 {
+            return Err(invalid(
+                format!("steps[{i}].lock.capacity"),
+                "is 0; a lock admits at least 1 holder",
+            ));
+        }
+        names += 1;
+    }
+    Ok(names)
+}
+
+impl<L: LockTable> Scheduler<L> {
+    pub(crate) fn submit(
+        &mut self,
+        spec: TaskSpec,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        if self.queued_tasks >= self.settings.queued_tasks_max {
+            return Err(Rejection::QueueFull {
+                limit: self.settings.queued_tasks_max,
+            });
+        }
+        let names = validate_spec(&spec)?;
+        if !self.symbols.has_room(names) {
+            return Err(invalid(
+                "project",
+                "the state holds the most distinct names it can",
+            ));
+        }
+        // Validated: from here on nothing fails.
+        let project = self.symbols.intern(&spec.project);
+        let environment = self.symbols.intern(&spec.environment);
+        let tenant = spec.tenant.as_deref().map(|t| self.symbols.intern(t));
+        let tag = match (&spec.concurrency_tag, &spec.tenant) {
+            (Some(tag), _) => self.symbols.intern(tag),
+            (None, Some(t)) => self
+                .symbols
+                .intern(&format!("{t}/{}/{}", spec.project, spec.environment)),
+            (None, None) => self
+                .symbols
+                .intern(&format!("{}/{}", spec.project, spec.environment)),
+        };
+        let bypass = Bypass {
+            default: spec.bypass.default,
+            roles: spec
+                .bypass
+                .roles
+                .iter()
+                .map(|(r, v)| (self.symbols.intern(r), *v))
+                .collect(),
+            targets: spec
+                .bypass
+                .targets
+                .iter()
+                .map(|(t, v)| (self.symbols.intern(t), *v))
+                .collect(),
+        };
+        let steps: Vec<Step> = spec.steps.iter().map(|s| self.intern_step(s)).collect();
+        let process = self.process_for(steps);
+        let id = TaskId(self.next_task);
+        self.next_task += 1;
+        let request = self.new_request(Owner::Task(id));
+        let mut task = Task {
+            id,
+            request,
+            project,
+            release: spec.release.as_str().into(),
+            environment,
+            tenant,
+            tag,
+            process,
+            bypass,
+            hold_targets: spec.hold_targets,
+            acquire_max_parallelism: spec.acquire_max_parallelism,
+            plan: Vec::new(),
+            phase: Phase::Queued,
+            units: Vec::new(),
+            token: None,
+            submitted_ms: self.now_ms,
+            started_ms: None,
+            ended_ms: None,
+        };
+        let mut claims = vec![
+            ClaimSpec {
+                lock: LockKey::Tag(tag),
+                mode: Mode::Exclusive,
+                capacity: 1,
+            },
+            ClaimSpec {
+                lock: LockKey::TaskCap,
+                mode: Mode::PERMIT,
+                capacity: self.settings.task_cap,
+            },
+        ];
+        if task.hold_targets {
+            // A whole-task hold claims its targets with its admission, so they are fixed now.
+            task.plan = self.plan(&task);
+            let mut held: Vec<TargetId> = task.plan.iter().flatten().copied().collect();
+            held.sort();
+            held.dedup();
+            held.truncate(crate::sched::table::CLAIMS_PER_REQUEST_MAX - 2);
+            claims.extend(held.into_iter().map(|t| ClaimSpec {
+                lock: LockKey::Target(t),
+                mode: Mode::Exclusive,
+                capacity: u32::MAX,
+            }));
+        }
+        self.tasks.insert(id, task);
+        self.queued_tasks += 1;
+        self.locks.request(request, &claims);
+        events.push(Event::TaskQueued { task: id });
+        Ok(())
+    }
+
+    fn intern_step(&mut self, spec: &StepSpec) -> Step {
+        let mut roles: Vec<Sym> = spec.roles.iter().map(|r| self.symbols.intern(r)).collect();
+        roles.sort();
+        roles.dedup();
+        Step {
+            name: self.symbols.intern(&spec.name),
+            roles,
+            max_parallelism: spec.max_parallelism,
+            package: spec.package.is_some(),
+            lock: spec.lock.as_ref().map(|l| StepLock {
+                name: self.symbols.intern(&l.name),
+                per_target: l.scope == crate::sched::command::LockScope::Target,
+                capacity: l.capacity,
+            }),
+        }
+    }
+
+    /// Shares one process record among the tasks that run the same steps.
+    fn process_for(&mut self, steps: Vec<Step>) -> u32 {
+        if let Some(id) = self.process_ids.get(&steps) {
+            self.processes.get_mut(id).expect("indexed process").refs += 1;
+            return *id;
+        }
+        let id = self.next_process;
+        self.next_process += 1;
+        self.process_ids.insert(steps.clone(), id);
+        self.processes.insert(id, Process { steps, refs: 1 });
+        id
+    }
+
+    /// The online targets of each step: in the task's environment, with one of the step's roles,
+    /// and serving the task's tenant if it has one.
+    fn plan(&self, task: &Task) -> Vec<Vec<TargetId>> {
+        let steps = &self.processes[&task.process].steps;
+        steps
+            .iter()
+            .map(|step| {
+                let mut targets: Vec<TargetId> = Vec::new();
+                for role in &step.roles {
+                    let from = (task.environment, *role, TargetId(0));
+                    targets.extend(
+                        self.targets_by_env_role
+                            .range(from..)
+                            .take_while(|(e, r, _)| *e == task.environment && r == role)
+                            .map(|(_, _, t)| *t)
+                            .filter(|t| {
+                                let target = &self.targets[t];
+                                target.online
+                                    && task
+                                        .tenant
+                                        .is_none_or(|tn| target.tenants.binary_search(&tn).is_ok())
+                            }),
+                    );
+                }
+                targets.sort();
+                targets.dedup();
+                targets
+            })
+            .collect()
+    }
+
+    /// The stage's step and kind; `None` past the last stage.
+    fn stage_of(&self, process: u32, stage: u16) -> Option<(u16, UnitKind)> {
+        let mut index = 0u16;
+        for (step_index, step) in self.processes[&process].steps.iter().enumerate() {
+            if step.package {
+                if index == stage {
+                    return Some((step_index as u16, UnitKind::Acquire));
+                }
+                index += 1;
+            }
+            if index == stage {
+                return Some((step_index as u16, UnitKind::Run));
+            }
+            index += 1;
+        }
+        None
+    }
+
+    pub(crate) fn task_granted(
+        &mut self,
+        id: TaskId,
+        token: FencingToken,
+        events: &mut Vec<Event>,
+    ) {
+        let now = self.now_ms;
+        let task = self.tasks.get_mut(&id).expect("granted task exists");
+        assert_eq!(task.phase, Phase::Queued, "task {id} admitted twice");
+        task.phase = Phase::Running {
+            stage: 0,
+            open_units: 0,
+            stopping: None,
+        };
+        task.token = Some(token);
+        task.started_ms = Some(now);
+        self.queued_tasks -= 1;
+        self.running_tasks += 1;
+        events.push(Event::TaskStarted { task: id, token });
+        let task = &self.tasks[&id];
+        if !task.hold_targets {
+            let plan = self.plan(task);
+            self.tasks.get_mut(&id).expect("exists").plan = plan;
+        }
+        if let Some(reason) = self.unplannable(id) {
+            self.end_task(id, TaskOutcome::Failed { reason }, events);
+            return;
+        }
+        self.start_stage(id, 0, events);
+    }
+
+    /// Why a task's plan cannot run: a step without targets, or with too many.
+    fn unplannable(&self, id: TaskId) -> Option<String> {
+        let task = &self.tasks[&id];
+        let steps = &self.processes[&task.process].steps;
+        for (step, targets) in steps.iter().zip(&task.plan) {
+            let name = self.symbols.name(step.name);
+            if targets.is_empty() {
+                let roles: Vec<&str> = step.roles.iter().map(|r| self.symbols.name(*r)).collect();
+                let tenant = task
+                    .tenant
+                    .map(|t| format!(" serving tenant {}", self.symbols.name(t)))
+                    .unwrap_or_default();
+                return Some(format!(
+                    "step {name} has no online target with role {} in environment {}{tenant}",
+                    roles.join(" or "),
+                    self.symbols.name(task.environment)
+                ));
+            }
+            if targets.len() > TARGETS_PER_STEP_MAX {
+                return Some(format!(
+                    "step {name} matches {} targets; a step runs on at most {TARGETS_PER_STEP_MAX}",
+                    targets.len()
+                ));
+            }
+        }
+        None
+    }
+
+    fn bypass_for(&self, task: &Task, target: TargetId) -> bool {
+        let target = &self.targets[&target];
+        if let Some((_, value)) = task
+            .bypass
+            .targets
+            .iter()
+            .find(|(name, _)| *name == target.name)
+        {
+            return *value;
+        }
+        let mut scoped = task
+            .bypass
+            .roles
+            .iter()
+            .filter(|(role, _)| target.roles.binary_search(role).is_ok())
+            .peekable();
+        if scoped.peek().is_some() {
+            // Roles disagreeing means exclusive: the safe side.
+            return scoped.all(|(_, value)| *value);
+        }
+        task.bypass.default
+    }
+
+    /// Creates the units of a stage, or ends the task after its last stage.
+    fn start_stage(&mut self, id: TaskId, stage: u16, events: &mut Vec<Event>) {
+        let task = &self.tasks[&id];
+        let Some((step_index, kind)) = self.stage_of(task.process, stage) else {
+            self.end_task(id, TaskOutcome::Succeeded, events);
+            return;
+        };
+        let targets = task.plan[step_index as usize].clone();
+        if let Some(gone) = targets
+            .iter()
+            .find(|t| !self.targets.get(t).is_some_and(|t| t.online))
+        {
+            let reason = match self.targets.get(gone) {
+                Some(t) => format!("target {} is lost", self.symbols.name(t.name)),
+                None => format!(
+                    "a target of step {} was removed",
+                    self.symbols
+                        .name(self.processes[&task.process].steps[step_index as usize].name)
+                ),
+            };
+            self.end_task(id, TaskOutcome::Failed { reason }, events);
+            return;
+        }
+        let step = self.processes[&task.process].steps[step_index as usize].clone();
+        let parallelism = match kind {
+            UnitKind::Acquire => task.acquire_max_parallelism,
+            UnitKind::Run => step.max_parallelism,
+        };
+        let hold = task.hold_targets;
+        let mut created = Vec::with_capacity(targets.len());
+        for target in targets {
+            let exclusive = !self.bypass_for(&self.tasks[&id], target);
+            let unit_id = UnitId(self.next_unit);
+            self.next_unit += 1;
+            let request = self.new_request(Owner::Unit(unit_id));
+            let mut claims = Vec::with_capacity(4);
+            if !hold {
+                let mode = if exclusive {
+                    Mode::Exclusive
+                } else {
+                    Mode::PERMIT
+                };
+                claims.push(ClaimSpec {
+                    lock: LockKey::Target(target),
+                    mode,
+                    capacity: u32::MAX,
+                });
+            }
+            claims.push(ClaimSpec {
+                lock: LockKey::Parallelism(id, stage),
+                mode: Mode::PERMIT,
+                capacity: parallelism,
+            });
+            if let (UnitKind::Run, Some(lock)) = (kind, &step.lock) {
+                let scope = lock.per_target.then_some(target);
+                claims.push(ClaimSpec {
+                    lock: LockKey::Named(lock.name, scope),
+                    mode: Mode::PERMIT,
+                    capacity: lock.capacity,
+                });
+            }
+            let capacity = self.targets[&target].capacity;
+            claims.push(ClaimSpec {
+                lock: LockKey::AgentCapacity(target),
+                mode: Mode::PERMIT,
+                capacity,
+            });
+            self.units.insert(
+                unit_id,
+                Unit {
+                    id: unit_id,
+                    task: id,
+                    step: step_index,
+                    kind,
+                    target,
+                    request,
+                    attempt: 1,
+                    exclusive: exclusive || hold,
+                    state: UnitState::Waiting,
+                    token: None,
+                    dispatched_ms: None,
+                    ended_ms: None,
+                },
+            );
+            self.target_units.insert((target, unit_id));
+            self.locks.request(request, &claims);
+            created.push(unit_id);
+        }
+        let task = self.tasks.get_mut(&id).expect("exists");
+        task.phase = Phase::Running {
+            stage,
+            open_units: created.len() as u32,
+            stopping: None,
+        };
+        task.units.extend(created);
+    }
+
+    pub(crate) fn unit_granted(
+        &mut self,
+        id: UnitId,
+        token: FencingToken,
+        events: &mut Vec<Event>,
+    ) {
+        let unit = self.units.get_mut(&id).expect("granted unit exists");
+        assert_eq!(unit.state, UnitState::Waiting, "unit {id} granted twice");
+        unit.state = UnitState::Dispatched {
+            cancel_requested: false,
+        };
+        unit.token = Some(token);
+        unit.dispatched_ms = Some(self.now_ms);
+        events.push(Event::UnitDispatched {
+            unit: id,
+            task: unit.task,
+            target: unit.target,
+            step: unit.step,
+            kind: unit.kind,
+            attempt: unit.attempt,
+            exclusive: unit.exclusive,
+            token,
+        });
+    }
+
+    fn known_unit(&self, id: UnitId, attempt: u32) -> Result<&Unit, Rejection> {
+        let unit = self.units.get(&id).ok_or(Rejection::UnknownUnit(id))?;
+        if unit.attempt != attempt {
+            return Err(Rejection::StaleAttempt {
+                unit: id,
+                current: unit.attempt,
+                reported: attempt,
+            });
+        }
+        if unit.state == UnitState::Waiting {
+            return Err(invalid(
+                "unit",
+                format!("unit {id} was never dispatched, so it cannot have started or ended"),
+            ));
+        }
+        Ok(unit)
+    }
+
+    pub(crate) fn unit_started(&mut self, id: UnitId, attempt: u32) -> Result<(), Rejection> {
+        self.known_unit(id, attempt)?;
+        let unit = self.units.get_mut(&id).expect("known");
+        if let UnitState::Dispatched { cancel_requested } = unit.state {
+            unit.state = UnitState::Running { cancel_requested };
+        }
+        Ok(())
+    }
+
+    pub(crate) fn unit_finished(
+        &mut self,
+        id: UnitId,
+        attempt: u32,
+        exit_code: i32,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        let unit = self.known_unit(id, attempt)?;
+        let cancel_requested = match unit.state {
+            UnitState::Dispatched { cancel_requested }
+            | UnitState::Running { cancel_requested } => cancel_requested,
+            // Reported again (to a new leader, say): recorded once already.
+            UnitState::Ended(_) => return Ok(()),
+            UnitState::Waiting => unreachable!("checked by known_unit"),
+        };
+        let outcome = match (exit_code, cancel_requested) {
+            (0, _) => UnitOutcome::Succeeded,
+            (_, true) => UnitOutcome::Cancelled,
+            (code, false) => UnitOutcome::Failed { exit_code: code },
+        };
+        self.locks.release(unit.request);
+        self.unit_ended(id, outcome, events);
+        Ok(())
+    }
+
+    /// The unit's target was lost: a waiting unit stops waiting, a dispatched one is taken as dead
+    /// (its agent fenced itself when it lost its lease).
+    pub(crate) fn unit_lost(&mut self, id: UnitId, events: &mut Vec<Event>) {
+        let unit = &self.units[&id];
+        match unit.state {
+            UnitState::Waiting => self.locks.cancel(unit.request),
+            UnitState::Dispatched { .. } | UnitState::Running { .. } => {
+                self.locks.release(unit.request)
+            }
+            UnitState::Ended(_) => unreachable!("ended units leave target_units"),
+        }
+        self.unit_ended(id, UnitOutcome::TargetLost, events);
+    }
+
+    /// Records a unit's end, and moves its task on: to its next stage, or to stopping.
+    fn unit_ended(&mut self, id: UnitId, outcome: UnitOutcome, events: &mut Vec<Event>) {
+        let now = self.now_ms;
+        let unit = self.units.get_mut(&id).expect("unit exists");
+        assert!(
+            !matches!(unit.state, UnitState::Ended(_)),
+            "unit {id} ended twice"
+        );
+        unit.state = UnitState::Ended(outcome.clone());
+        unit.ended_ms = Some(now);
+        let (task_id, target, request) = (unit.task, unit.target, unit.request);
+        self.target_units.remove(&(target, id));
+        self.owners.remove(&request);
+        events.push(Event::UnitEnded {
+            unit: id,
+            outcome: outcome.clone(),
+        });
+        let failure = match &outcome {
+            UnitOutcome::Succeeded | UnitOutcome::Skipped | UnitOutcome::Cancelled => None,
+            UnitOutcome::Failed { exit_code } => Some(format!(
+                "unit {id} on {} failed with exit code {exit_code}",
+                self.symbols.name(self.targets[&target].name)
+            )),
+            UnitOutcome::TargetLost => Some(format!(
+                "target {} was lost while unit {id} waited or ran",
+                self.symbols.name(self.targets[&target].name)
+            )),
+        };
+        let task = self.tasks.get_mut(&task_id).expect("unit's task exists");
+        let Phase::Running {
+            stage,
+            open_units,
+            stopping,
+        } = &mut task.phase
+        else {
+            unreachable!("unit {id} ended while its task is not running")
+        };
+        *open_units -= 1;
+        let stage = *stage;
+        if let (Some(reason), None) = (failure, &stopping) {
+            *stopping = Some(TaskOutcome::Failed { reason });
+            self.stop_units(task_id, events);
+        }
+        self.settle(task_id, stage, events);
+    }
+
+    /// Ends a stopping task or starts the next stage once no unit of the stage is open.
+    fn settle(&mut self, id: TaskId, stage: u16, events: &mut Vec<Event>) {
+        let Phase::Running {
+            open_units,
+            stopping,
+            ..
+        } = &self.tasks[&id].phase
+        else {
+            return;
+        };
+        if *open_units > 0 {
+            return;
+        }
+        match stopping.clone() {
+            Some(outcome) => self.end_task(id, outcome, events),
+            None => self.start_stage(id, stage + 1, events),
+        }
+    }
+
+    /// Skips the stage's waiting units and asks the dispatched ones to stop.
+    fn stop_units(&mut self, id: TaskId, events: &mut Vec<Event>) {
+        let units = self.tasks[&id].units.clone();
+        for unit_id in units {
+            let unit = &self.units[&unit_id];
+            match unit.state {
+                UnitState::Waiting => {
+                    self.locks.cancel(unit.request);
+                    self.unit_ended(unit_id, UnitOutcome::Skipped, events);
+                }
+                UnitState::Dispatched {
+                    cancel_requested: false,
+                }
+                | UnitState::Running {
+                    cancel_requested: false,
+                } => {
+                    let target = unit.target;
+                    let unit = self.units.get_mut(&unit_id).expect("exists");
+                    match &mut unit.state {
+                        UnitState::Dispatched { cancel_requested }
+                        | UnitState::Running { cancel_requested } => *cancel_requested = true,
+                        _ => unreachable!("matched above"),
+                    }
+                    events.push(Event::UnitCancelRequested {
+                        unit: unit_id,
+                        target,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) fn cancel_task(
+        &mut self,
+        id: TaskId,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        let task = self.tasks.get_mut(&id).ok_or(Rejection::UnknownTask(id))?;
+        match &mut task.phase {
+            Phase::Ended(_) => Err(Rejection::TaskEnded(id)),
+            Phase::Queued => {
+                let request = task.request;
+                self.locks.cancel(request);
+                self.end_task(id, TaskOutcome::Cancelled, events);
+                Ok(())
+            }
+            Phase::Running {
+                stopping, stage, ..
+            } => {
+                let stage = *stage;
+                if stopping.is_none() {
+                    *stopping = Some(TaskOutcome::Cancelled);
+                }
+                self.stop_units(id, events);
+                self.settle(id, stage, events);
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends a task: releases (or withdraws) its admission and remembers it among the ended tasks.
+    fn end_task(&mut self, id: TaskId, outcome: TaskOutcome, events: &mut Vec<Event>) {
+        let now = self.now_ms;
+        let task = self.tasks.get_mut(&id).expect("task exists");
+        match task.phase {
+            Phase::Queued => self.queued_tasks -= 1,
+            Phase::Running { open_units, .. } => {
+                assert_eq!(open_units, 0, "task {id} ended with open units");
+                self.locks.release(task.request);
+                self.running_tasks -= 1;
+            }
+            Phase::Ended(_) => unreachable!("task {id} ended twice"),
+        }
+        self.owners.remove(&task.request);
+        task.phase = Phase::Ended(outcome.clone());
+        task.ended_ms = Some(now);
+        events.push(Event::TaskEnded { task: id, outcome });
+        self.ended_tasks.push_back(id);
+        self.forget_old_tasks();
+    }
+
+    /// Forgets the oldest ended tasks beyond the retention setting, with their units.
+    pub(crate) fn forget_old_tasks(&mut self) {
+        while self.ended_tasks.len() > self.settings.ended_tasks_retained as usize {
+            let id = self.ended_tasks.pop_front().expect("non-empty");
+            let task = self.tasks.remove(&id).expect("ended task exists");
+            for unit in &task.units {
+                self.units.remove(unit);
+            }
+            let process = self
+                .processes
+                .get_mut(&task.process)
+                .expect("task's process exists");
+            process.refs -= 1;
+            if process.refs == 0 {
+                let process = self.processes.remove(&task.process).expect("exists");
+                self.process_ids.remove(&process.steps);
+            }
+        }
+    }
+}

@@ -417,6 +417,11 @@ impl<L: LockTable> Scheduler<L> {
         self.client_locks.get(&request)
     }
 
+    /// All client lock requests, by id.
+    pub fn client_locks(&self) -> impl Iterator<Item = (ReqId, &ClientLock)> {
+        self.client_locks.iter().map(|(id, lock)| (*id, lock))
+    }
+
     /// Tasks queued.
     pub fn queued_tasks(&self) -> u32 {
         self.queued_tasks

@@ -168,3 +168,5 @@ impl<L: LockTable + Default> Harness<L> {
             .to_string()
     }
 }
+pub mod checked;
+pub mod workload;

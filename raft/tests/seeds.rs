@@ -42,7 +42,8 @@ fn seed_001_five_projects_bypass_true_true_false_true_true() {
     );
     assert_eq!(
         h.explain_task_units(p4),
-        vec!["waiting for target web01: tasks 1 and 2 hold it shared (position 2 of 3)"]
+        vec!["waiting for target web01: tasks 1 and 2 hold it shared and task 3 waits ahead for it exclusively (position 2 of 3)"],
+        "the fourth could share the target with the first two, but nothing overtakes the waiting third"
     );
 
     h.finish_task_unit(p1);

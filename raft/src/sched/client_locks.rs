@@ -41,20 +41,9 @@ impl<L: LockTable> Scheduler<L> {
             ),
             None => None,
         };
-        if let Some(existing) = self
-            .symbols
-            .get(&spec.name)
-            .and_then(|s| self.locks.capacity(LockKey::Named(s, target)))
-        {
-            if existing != spec.capacity {
-                return Err(Rejection::LockCapacityMismatch {
-                    name: spec.name,
-                    existing,
-                    requested: spec.capacity,
-                });
-            }
-        }
+        self.check_lock_capacity(&spec.name, spec.capacity)?;
         let name = self.intern_checked("name", &spec.name)?;
+        self.count_lock_user(name, spec.capacity, 1);
         let request = self.new_request(Owner::Client);
         let expires_ms = self.now_ms.saturating_add(spec.ttl_ms);
         self.client_locks.insert(
@@ -102,6 +91,8 @@ impl<L: LockTable> Scheduler<L> {
             .remove(&request)
             .ok_or(Rejection::UnknownLockRequest(request))?;
         self.lease_expiry.remove(&(lock.expires_ms, request));
+        let capacity = self.named_locks[&lock.name].capacity;
+        self.count_lock_user(lock.name, capacity, -1);
         if self.locks.is_held(request) {
             self.locks.release(request);
         } else {

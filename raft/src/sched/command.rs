@@ -36,8 +36,9 @@ pub enum Command {
         /// The target's name.
         name: String,
     },
-    /// The leader saw no heartbeat from this target's agent for the lease timeout: its running units
-    /// fail, and it takes no new units until it registers again.
+    /// The leader saw no heartbeat from this target's agent for the lease timeout: its waiting and
+    /// running units fail (which fails their tasks), and it takes no new units until it registers
+    /// again.
     AgentLost {
         /// The target's name.
         name: String,
@@ -247,7 +248,7 @@ pub enum UnitOutcome {
         /// The exit code.
         exit_code: i32,
     },
-    /// Its agent was lost while it ran, or its target was lost or removed before it ran.
+    /// Its agent was lost while it waited or ran.
     TargetLost,
     /// Never ran: its task failed or was cancelled first.
     Skipped,

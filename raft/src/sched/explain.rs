@@ -1,22 +1,24 @@
 //! Why something waits: for a queued task or a waiting unit, the lock or cap it waits for, who holds
-//! it, and its place in the queue, as data ([`Wait`]) and as a sentence ([`Scheduler::describe`]).
+//! it, who waits ahead of it, and its place in the queue, as data ([`Wait`]) and as a sentence
+//! ([`Scheduler::describe`]).
 
+use crate::sched::command::UnitKind;
 use crate::sched::ids::{ReqId, TaskId, UnitId};
 use crate::sched::lock::{LockKey, LockTable, Mode};
 use crate::sched::state::{Owner, Phase, Scheduler, UnitState};
 
-/// One holder of a lock, seen from a waiter.
+/// A request that holds a lock or waits for it, seen from a waiter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holder {
-    /// The holder's lock request.
+    /// Its lock request.
     pub request: ReqId,
-    /// The task that holds it (a task's admission, or the task of a unit).
+    /// Its task (a task's admission, or the task of a unit).
     pub task: Option<TaskId>,
-    /// The unit that holds it.
+    /// Its unit.
     pub unit: Option<UnitId>,
-    /// The client that holds it (named locks).
+    /// Its client (named locks).
     pub client: Option<String>,
-    /// How.
+    /// How it holds or wants the lock.
     pub mode: Mode,
 }
 
@@ -31,6 +33,11 @@ pub struct Wait {
     pub capacity: u32,
     /// Who holds it now.
     pub holders: Vec<Holder>,
+    /// Who waits ahead of it in the lock's queue.
+    pub ahead: Vec<Holder>,
+    /// True when the holders alone keep it waiting; false when the holders would leave room for it
+    /// and it waits because requests ahead of it come first.
+    pub blocked_by_holders: bool,
     /// 1-based place in the lock's queue.
     pub position: usize,
     /// Requests in the lock's queue.
@@ -56,40 +63,63 @@ impl<L: LockTable> Scheduler<L> {
         self.explain_request(unit.request)
     }
 
+    fn party(&self, request: ReqId, mode: Mode) -> Holder {
+        let (task, unit, client) = match self.owners.get(&request) {
+            Some(Owner::Task(t)) => (Some(*t), None, None),
+            Some(Owner::Unit(u)) => (self.units.get(u).map(|u| u.task), Some(*u), None),
+            Some(Owner::Client) => (
+                None,
+                None,
+                self.client_locks
+                    .get(&request)
+                    .map(|c| c.holder.to_string()),
+            ),
+            None => (None, None, None),
+        };
+        Holder {
+            request,
+            task,
+            unit,
+            client,
+            mode,
+        }
+    }
+
     /// Why a lock request waits.
     pub fn explain_request(&self, request: ReqId) -> Option<Wait> {
         let stuck = self.locks.stuck(request)?;
-        let holders = self
+        let capacity = self.locks.capacity(stuck.lock).unwrap_or(0);
+        let holders: Vec<Holder> = self
             .locks
             .holders(stuck.lock)
             .into_iter()
-            .map(|(request, mode)| {
-                let (task, unit, client) = match self.owners.get(&request) {
-                    Some(Owner::Task(t)) => (Some(*t), None, None),
-                    Some(Owner::Unit(u)) => (self.units.get(u).map(|u| u.task), Some(*u), None),
-                    Some(Owner::Client) => (
-                        None,
-                        None,
-                        self.client_locks
-                            .get(&request)
-                            .map(|c| c.holder.to_string()),
-                    ),
-                    None => (None, None, None),
-                };
-                Holder {
-                    request,
-                    task,
-                    unit,
-                    client,
-                    mode,
-                }
-            })
+            .map(|(r, m)| self.party(r, m))
             .collect();
+        let ahead: Vec<Holder> = self
+            .locks
+            .queue(stuck.lock)
+            .into_iter()
+            .take_while(|(r, _)| *r < request)
+            .map(|(r, m)| self.party(r, m))
+            .collect();
+        let held_weight: u64 = holders
+            .iter()
+            .map(|h| match h.mode {
+                Mode::Exclusive => u64::MAX / 2,
+                Mode::Shared(w) => u64::from(w),
+            })
+            .sum();
+        let blocked_by_holders = match stuck.mode {
+            Mode::Exclusive => !holders.is_empty(),
+            Mode::Shared(w) => held_weight + u64::from(w) > u64::from(capacity),
+        };
         Some(Wait {
             lock: stuck.lock,
             mode: stuck.mode,
-            capacity: self.locks.capacity(stuck.lock).unwrap_or(0),
+            capacity,
             holders,
+            ahead,
+            blocked_by_holders,
             position: stuck.position,
             queue_len: stuck.queue_len,
         })
@@ -108,9 +138,7 @@ impl<L: LockTable> Scheduler<L> {
             LockKey::Tag(tag) => format!("concurrency tag {}", self.symbols.name(tag)),
             LockKey::TaskCap => format!("a slot under the task cap of {}", self.settings.task_cap),
             LockKey::Target(t) => format!("target {}", target_name(t)),
-            LockKey::Parallelism(task, stage) => {
-                format!("the parallelism limit of task {task} stage {stage}")
-            }
+            LockKey::Parallelism(task, stage) => self.parallelism_name(task, stage),
             LockKey::Named(name, None) => format!("lock {}", self.symbols.name(name)),
             LockKey::Named(name, Some(t)) => format!(
                 "lock {} on target {}",
@@ -121,44 +149,79 @@ impl<L: LockTable> Scheduler<L> {
         }
     }
 
+    fn parallelism_name(&self, task: TaskId, stage: u16) -> String {
+        let capacity = self
+            .locks
+            .capacity(LockKey::Parallelism(task, stage))
+            .unwrap_or(0);
+        let step = self.tasks.get(&task).and_then(|t| {
+            let (step, kind) = self.stage_of(t.process, stage)?;
+            Some((
+                self.symbols
+                    .name(self.processes[&t.process].steps[step as usize].name),
+                kind,
+            ))
+        });
+        match step {
+            Some((name, UnitKind::Run)) => format!("step {name}'s parallelism limit of {capacity}"),
+            Some((name, UnitKind::Acquire)) => {
+                format!("step {name}'s package acquisition limit of {capacity}")
+            }
+            None => format!("the parallelism limit of task {task}"),
+        }
+    }
+
+    /// Names a group of holders or waiters: `task 12`, `tasks 1 and 2`, `ci-1`, `2 units of the step`.
+    fn who(&self, lock: LockKey, parties: &[Holder]) -> (String, bool) {
+        if let LockKey::Parallelism(..) = lock {
+            let plural = parties.len() != 1;
+            let noun = if plural { "units" } else { "unit" };
+            return (format!("{} {noun} of the step", parties.len()), plural);
+        }
+        let mut tasks: Vec<TaskId> = parties.iter().filter_map(|h| h.task).collect();
+        tasks.sort();
+        tasks.dedup();
+        if !tasks.is_empty() {
+            let list: Vec<String> = tasks.iter().map(|t| t.to_string()).collect();
+            let noun = if list.len() == 1 { "task" } else { "tasks" };
+            return (format!("{noun} {}", join_words(&list)), list.len() > 1);
+        }
+        let clients: Vec<String> = parties.iter().filter_map(|h| h.client.clone()).collect();
+        (join_words(&clients), clients.len() > 1)
+    }
+
     /// The explanation as a sentence, such as
     /// `waiting for target web01: task 12 holds it exclusively (position 2 of 3)`.
     pub fn describe(&self, wait: &Wait) -> String {
-        let mut tasks: Vec<TaskId> = wait.holders.iter().filter_map(|h| h.task).collect();
-        tasks.sort();
-        tasks.dedup();
-        let clients: Vec<&str> = wait
-            .holders
-            .iter()
-            .filter_map(|h| h.client.as_deref())
-            .collect();
-        let how = match wait.holders.first().map(|h| h.mode) {
+        let how = |mode: Option<Mode>| match mode {
             Some(Mode::Exclusive) => " exclusively",
             Some(Mode::Shared(_)) if matches!(wait.lock, LockKey::Target(_)) => " shared",
             _ => "",
         };
-        let who = if !tasks.is_empty() {
-            let list: Vec<String> = tasks.iter().map(|t| t.to_string()).collect();
-            let (noun, verb) = if list.len() == 1 {
-                ("task", "holds")
-            } else {
-                ("tasks", "hold")
+        let holding = (!wait.holders.is_empty()).then(|| {
+            let (who, plural) = self.who(wait.lock, &wait.holders);
+            let verb = match (wait.lock, plural) {
+                (LockKey::Parallelism(..), false) => "runs",
+                (LockKey::Parallelism(..), true) => "run",
+                (_, false) => "holds it",
+                (_, true) => "hold it",
             };
-            format!("{noun} {} {verb} it{how}", join_words(&list))
-        } else if !clients.is_empty() {
-            let list: Vec<String> = clients.iter().map(|c| c.to_string()).collect();
-            format!(
-                "{} {} it",
-                join_words(&list),
-                if list.len() == 1 { "holds" } else { "hold" }
-            )
-        } else if wait.position > 1 {
-            "earlier requests come first".to_string()
+            format!("{who} {verb}{}", how(wait.holders.first().map(|h| h.mode)))
+        });
+        let reason = if wait.blocked_by_holders || wait.ahead.is_empty() {
+            holding.unwrap_or_else(|| "it is not free".to_string())
         } else {
-            "it is not free".to_string()
+            // The holders leave room, but requests ahead come first: name the first one in the way.
+            let first = &wait.ahead[..1];
+            let (who, _) = self.who(wait.lock, first);
+            let ahead = format!("{who} waits ahead for it{}", how(Some(first[0].mode)));
+            match holding {
+                Some(holding) => format!("{holding} and {ahead}"),
+                None => ahead,
+            }
         };
         format!(
-            "waiting for {}: {who} (position {} of {})",
+            "waiting for {}: {reason} (position {} of {})",
             self.lock_name(wait.lock),
             wait.position,
             wait.queue_len

@@ -109,8 +109,9 @@ pub struct Stuck {
 /// What every lock table does. Implementations must be deterministic: the same calls give the same
 /// answers on every replica.
 pub trait LockTable {
-    /// Adds a waiting request. `id` must be larger than every id used before; `claims` name distinct
-    /// locks. Returns an error without changing anything when a claim is malformed.
+    /// Adds a waiting request. `id` must be larger than every id used before, and `claims` must name
+    /// distinct locks with shared weights of at least 1: the scheduler guarantees both, and a
+    /// violation panics.
     fn request(&mut self, id: ReqId, claims: &[ClaimSpec]);
     /// Withdraws a waiting request.
     fn cancel(&mut self, id: ReqId);
@@ -128,6 +129,8 @@ pub trait LockTable {
     fn capacity(&self, lock: LockKey) -> Option<u32>;
     /// The holders of a lock, by id.
     fn holders(&self, lock: LockKey) -> Vec<(ReqId, Mode)>;
+    /// The requests in a lock's queue, in order (those that have entered it).
+    fn queue(&self, lock: LockKey) -> Vec<(ReqId, Mode)>;
     /// Where a waiting request is stuck, if it waits.
     fn stuck(&self, id: ReqId) -> Option<Stuck>;
     /// Number of requests (waiting or held).

@@ -8,8 +8,8 @@
 //! - [`command`]: the interface: commands, specs, events, rejections, limits.
 //! - [`lock`]: the one lock mechanism every rule is built on, and its grant rule.
 //! - [`table`]: the incremental lock table; [`reference`]: the from-scratch one it is tested against.
-//! - [`state`]: the records and [`Scheduler::apply`]; `tasks`, `targets`, `client_locks`: the
-//!   lifecycles; [`explain`]: why something waits; [`snapshot`]: the versioned encoding.
+//! - [`state`]: the records and [`Scheduler::apply`]; `tasks`, `units`, `targets`, `client_locks`:
+//!   the lifecycles; [`explain`]: why something waits; [`snapshot`]: the versioned encoding.
 //!
 //! # Every rule is a lock
 //! | rule | lock | rank | mode and capacity |
@@ -69,6 +69,7 @@ pub mod state;
 pub mod table;
 mod targets;
 mod tasks;
+mod units;
 pub mod vars;
 
 pub use command::*;
@@ -78,3 +79,4 @@ pub use lock::{ClaimSpec, LockKey, LockTable, Mode, Stuck};
 pub use reference::ReferenceLockTable;
 pub use state::{Owner, Phase, Scheduler, Task, Unit, UnitState};
 pub use table::FifoLockTable;
+pub use tasks::default_tag;

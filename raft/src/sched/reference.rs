@@ -188,6 +188,20 @@ impl LockTable for ReferenceLockTable {
             .collect()
     }
 
+    fn queue(&self, lock: LockKey) -> Vec<(ReqId, Mode)> {
+        let eval = self.evaluate();
+        self.requests
+            .iter()
+            .filter(|(id, _)| eval.entered.get(&(**id, lock)).copied().unwrap_or(false))
+            .filter_map(|(id, r)| {
+                r.claims
+                    .iter()
+                    .find(|c| c.lock == lock)
+                    .map(|c| (*id, c.mode))
+            })
+            .collect()
+    }
+
     fn stuck(&self, id: ReqId) -> Option<Stuck> {
         let req = self.requests.get(&id)?;
         if req.held {

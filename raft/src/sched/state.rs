@@ -200,6 +200,16 @@ pub struct ClientLock {
     pub token: Option<FencingToken>,
 }
 
+/// Users of a lock name (tasks whose steps declare it, clients that asked for it) and the capacity
+/// they agree on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedLockUse {
+    /// The capacity every user declared.
+    pub capacity: u32,
+    /// Tasks and client requests using the name.
+    pub users: u32,
+}
+
 /// Who owns a lock request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Owner {
@@ -236,6 +246,7 @@ pub struct Scheduler<L = FifoLockTable> {
     pub(crate) units: BTreeMap<UnitId, Unit>,
     pub(crate) owners: BTreeMap<ReqId, Owner>,
     pub(crate) client_locks: BTreeMap<ReqId, ClientLock>,
+    pub(crate) named_locks: BTreeMap<Sym, NamedLockUse>,
     pub(crate) lease_expiry: BTreeSet<(u64, ReqId)>,
     pub(crate) queued_tasks: u32,
     pub(crate) running_tasks: u32,
@@ -272,6 +283,7 @@ impl<L: LockTable + Default> Scheduler<L> {
             units: BTreeMap::new(),
             owners: BTreeMap::new(),
             client_locks: BTreeMap::new(),
+            named_locks: BTreeMap::new(),
             lease_expiry: BTreeSet::new(),
             queued_tasks: 0,
             running_tasks: 0,

@@ -482,6 +482,13 @@ impl LockTable for FifoLockTable {
             .unwrap_or_default()
     }
 
+    fn queue(&self, key: LockKey) -> Vec<(ReqId, Mode)> {
+        self.locks
+            .get(&key)
+            .map(|l| l.queue.iter().map(|(i, e)| (*i, e.mode)).collect())
+            .unwrap_or_default()
+    }
+
     fn stuck(&self, id: ReqId) -> Option<Stuck> {
         let request = self.requests.get(&id)?;
         if request.held {

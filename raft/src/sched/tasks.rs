@@ -8,13 +8,14 @@
 //! the task holds its targets), the stage's parallelism, the step lock, and a slot of the agent.
 
 use crate::sched::command::{
-    Event, Rejection, StepSpec, TaskOutcome, TaskSpec, UnitKind, UnitOutcome, LABELS_MAX,
-    STEPS_PER_TASK_MAX, TARGETS_PER_STEP_MAX,
+    Event, Rejection, StepSpec, TaskOutcome, TaskSpec, UnitKind, LABELS_MAX, STEPS_PER_TASK_MAX,
+    TARGETS_PER_STEP_MAX,
 };
 use crate::sched::ids::{FencingToken, Sym, TargetId, TaskId, UnitId};
 use crate::sched::lock::{ClaimSpec, LockKey, LockTable, Mode};
 use crate::sched::state::{
-    check_name, Bypass, Owner, Phase, Process, Scheduler, Step, StepLock, Task, Unit, UnitState,
+    check_name, Bypass, NamedLockUse, Owner, Phase, Process, Scheduler, Step, StepLock, Task, Unit,
+    UnitState,
 };
 
 fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Rejection {
@@ -69,6 +70,21 @@ fn validate_spec(spec: &TaskSpec) -> Result<usize, Rejection> {
     Ok(names)
 }
 
+/// `project/environment`, or `tenant/project/environment`. A `/` or `\` inside a name is escaped
+/// with `\`, so that no two different deployments share a default tag.
+pub fn default_tag(spec: &TaskSpec) -> String {
+    let part = |name: &str| name.replace('\\', "\\\\").replace('/', "\\/");
+    match &spec.tenant {
+        Some(tenant) => format!(
+            "{}/{}/{}",
+            part(tenant),
+            part(&spec.project),
+            part(&spec.environment)
+        ),
+        None => format!("{}/{}", part(&spec.project), part(&spec.environment)),
+    }
+}
+
 fn validate_step(i: usize, step: &StepSpec) -> Result<usize, Rejection> {
     check_name(&format!("steps[{i}].name"), &step.name)?;
     if step.roles.is_empty() || step.roles.len() > LABELS_MAX {
@@ -121,18 +137,19 @@ impl<L: LockTable> Scheduler<L> {
                 "the state holds the most distinct names it can",
             ));
         }
+        let hold_plan = if spec.hold_targets {
+            Some(self.check_hold_plan(&spec)?)
+        } else {
+            None
+        };
+        self.check_step_lock_capacities(&spec)?;
         // Validated: from here on nothing fails.
         let project = self.symbols.intern(&spec.project);
         let environment = self.symbols.intern(&spec.environment);
         let tenant = spec.tenant.as_deref().map(|t| self.symbols.intern(t));
-        let tag = match (&spec.concurrency_tag, &spec.tenant) {
-            (Some(tag), _) => self.symbols.intern(tag),
-            (None, Some(t)) => self
-                .symbols
-                .intern(&format!("{t}/{}/{}", spec.project, spec.environment)),
-            (None, None) => self
-                .symbols
-                .intern(&format!("{}/{}", spec.project, spec.environment)),
+        let tag = match &spec.concurrency_tag {
+            Some(tag) => self.symbols.intern(tag),
+            None => self.symbols.intern(&default_tag(&spec)),
         };
         let bypass = Bypass {
             default: spec.bypass.default,
@@ -151,6 +168,7 @@ impl<L: LockTable> Scheduler<L> {
         };
         let steps: Vec<Step> = spec.steps.iter().map(|s| self.intern_step(s)).collect();
         let process = self.process_for(steps);
+        self.count_task_locks(process, 1);
         let id = TaskId(self.next_task);
         self.next_task += 1;
         let request = self.new_request(Owner::Task(id));
@@ -186,13 +204,12 @@ impl<L: LockTable> Scheduler<L> {
                 capacity: self.settings.task_cap,
             },
         ];
-        if task.hold_targets {
+        if let Some(plan) = hold_plan {
             // A whole-task hold claims its targets with its admission, so they are fixed now.
-            task.plan = self.plan(&task);
+            task.plan = plan;
             let mut held: Vec<TargetId> = task.plan.iter().flatten().copied().collect();
             held.sort();
             held.dedup();
-            held.truncate(crate::sched::table::CLAIMS_PER_REQUEST_MAX - 2);
             claims.extend(held.into_iter().map(|t| ClaimSpec {
                 lock: LockKey::Target(t),
                 mode: Mode::Exclusive,
@@ -204,6 +221,102 @@ impl<L: LockTable> Scheduler<L> {
         self.locks.request(request, &claims);
         events.push(Event::TaskQueued { task: id });
         Ok(())
+    }
+
+    /// A whole-task hold's targets, fixed at submission; refused when they exceed the limits, since
+    /// the admission must claim every one of them.
+    fn check_hold_plan(&self, spec: &TaskSpec) -> Result<Vec<Vec<TargetId>>, Rejection> {
+        let plan = self.plan_spec(spec);
+        for (step, targets) in spec.steps.iter().zip(&plan) {
+            if targets.len() > TARGETS_PER_STEP_MAX {
+                return Err(invalid(
+                    "hold_targets",
+                    format!(
+                        "step {} matches {} targets; a step runs on at most {TARGETS_PER_STEP_MAX}",
+                        step.name,
+                        targets.len()
+                    ),
+                ));
+            }
+        }
+        let mut held: Vec<TargetId> = plan.iter().flatten().copied().collect();
+        held.sort();
+        held.dedup();
+        let held_max = crate::sched::table::CLAIMS_PER_REQUEST_MAX - 2;
+        if held.len() > held_max {
+            return Err(invalid(
+                "hold_targets",
+                format!("the task would hold {} targets; a whole-task hold takes at most {held_max}: split the deployment or drop Cuttle.Task.HoldTargets", held.len()),
+            ));
+        }
+        Ok(plan)
+    }
+
+    /// A lock name has one capacity while anyone uses it: a task from submission to its end, a client
+    /// from its request to its release.
+    fn check_step_lock_capacities(&self, spec: &TaskSpec) -> Result<(), Rejection> {
+        for (i, step) in spec.steps.iter().enumerate() {
+            let Some(lock) = &step.lock else { continue };
+            let earlier = spec.steps[..i]
+                .iter()
+                .filter_map(|s| s.lock.as_ref())
+                .find(|l| l.name == lock.name);
+            if let Some(earlier) = earlier.filter(|l| l.capacity != lock.capacity) {
+                return Err(invalid(
+                    format!("steps[{i}].lock.capacity"),
+                    format!("is {} but an earlier step declares lock {:?} with capacity {}; use one capacity per lock", lock.capacity, lock.name, earlier.capacity),
+                ));
+            }
+            self.check_lock_capacity(&lock.name, lock.capacity)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_lock_capacity(&self, name: &str, capacity: u32) -> Result<(), Rejection> {
+        let existing = self
+            .symbols
+            .get(name)
+            .and_then(|s| self.named_locks.get(&s));
+        match existing {
+            Some(used) if used.capacity != capacity => Err(Rejection::LockCapacityMismatch {
+                name: name.to_string(),
+                existing: used.capacity,
+                requested: capacity,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a task in (`delta` 1) or out (-1) of the users of its step locks' names.
+    fn count_task_locks(&mut self, process: u32, delta: i32) {
+        let mut names: Vec<(Sym, u32)> = self.processes[&process]
+            .steps
+            .iter()
+            .filter_map(|s| s.lock.as_ref())
+            .map(|l| (l.name, l.capacity))
+            .collect();
+        names.sort();
+        names.dedup();
+        for (name, capacity) in names {
+            self.count_lock_user(name, capacity, delta);
+        }
+    }
+
+    /// Counts one user of a lock name in or out; the name's capacity is fixed while it has users.
+    pub(crate) fn count_lock_user(&mut self, name: Sym, capacity: u32, delta: i32) {
+        let used = self
+            .named_locks
+            .entry(name)
+            .or_insert(NamedLockUse { capacity, users: 0 });
+        assert_eq!(used.capacity, capacity, "lock capacity checked before use");
+        if delta > 0 {
+            used.users += 1;
+        } else {
+            used.users -= 1;
+            if used.users == 0 {
+                self.named_locks.remove(&name);
+            }
+        }
     }
 
     fn intern_step(&mut self, spec: &StepSpec) -> Step {
@@ -240,22 +353,53 @@ impl<L: LockTable> Scheduler<L> {
     /// and serving the task's tenant if it has one.
     fn plan(&self, task: &Task) -> Vec<Vec<TargetId>> {
         let steps = &self.processes[&task.process].steps;
-        steps
+        let roles: Vec<Vec<Sym>> = steps.iter().map(|s| s.roles.clone()).collect();
+        self.plan_for(task.environment, Some(task.tenant), &roles)
+    }
+
+    /// The plan of a task before its names are interned: an unknown name matches no target.
+    fn plan_spec(&self, spec: &TaskSpec) -> Vec<Vec<TargetId>> {
+        let tenant = match &spec.tenant {
+            None => Some(None),
+            Some(name) => self.symbols.get(name).map(Some),
+        };
+        let roles: Vec<Vec<Sym>> = spec
+            .steps
             .iter()
-            .map(|step| {
+            .map(|s| s.roles.iter().filter_map(|r| self.symbols.get(r)).collect())
+            .collect();
+        match self.symbols.get(&spec.environment) {
+            Some(environment) => self.plan_for(environment, tenant, &roles),
+            None => roles.iter().map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// Online targets per step: in `environment`, with one of the step's roles, serving the tenant
+    /// (`Some(None)`: untenanted, any target; `None`: an unknown tenant, no target).
+    fn plan_for(
+        &self,
+        environment: Sym,
+        tenant: Option<Option<Sym>>,
+        roles: &[Vec<Sym>],
+    ) -> Vec<Vec<TargetId>> {
+        roles
+            .iter()
+            .map(|step_roles| {
+                let Some(tenant) = tenant else {
+                    return Vec::new();
+                };
                 let mut targets: Vec<TargetId> = Vec::new();
-                for role in &step.roles {
-                    let from = (task.environment, *role, TargetId(0));
+                for role in step_roles {
+                    let from = (environment, *role, TargetId(0));
                     targets.extend(
                         self.targets_by_env_role
                             .range(from..)
-                            .take_while(|(e, r, _)| *e == task.environment && r == role)
+                            .take_while(|(e, r, _)| *e == environment && r == role)
                             .map(|(_, _, t)| *t)
                             .filter(|t| {
                                 let target = &self.targets[t];
                                 target.online
-                                    && task
-                                        .tenant
+                                    && tenant
                                         .is_none_or(|tn| target.tenants.binary_search(&tn).is_ok())
                             }),
                     );
@@ -268,7 +412,7 @@ impl<L: LockTable> Scheduler<L> {
     }
 
     /// The stage's step and kind; `None` past the last stage.
-    fn stage_of(&self, process: u32, stage: u16) -> Option<(u16, UnitKind)> {
+    pub(crate) fn stage_of(&self, process: u32, stage: u16) -> Option<(u16, UnitKind)> {
         let mut index = 0u16;
         for (step_index, step) in self.processes[&process].steps.iter().enumerate() {
             if step.package {
@@ -368,7 +512,7 @@ impl<L: LockTable> Scheduler<L> {
     }
 
     /// Creates the units of a stage, or ends the task after its last stage.
-    fn start_stage(&mut self, id: TaskId, stage: u16, events: &mut Vec<Event>) {
+    pub(crate) fn start_stage(&mut self, id: TaskId, stage: u16, events: &mut Vec<Event>) {
         let task = &self.tasks[&id];
         let Some((step_index, kind)) = self.stage_of(task.process, stage) else {
             self.end_task(id, TaskOutcome::Succeeded, events);
@@ -464,195 +608,6 @@ impl<L: LockTable> Scheduler<L> {
         task.units.extend(created);
     }
 
-    pub(crate) fn unit_granted(
-        &mut self,
-        id: UnitId,
-        token: FencingToken,
-        events: &mut Vec<Event>,
-    ) {
-        let unit = self.units.get_mut(&id).expect("granted unit exists");
-        assert_eq!(unit.state, UnitState::Waiting, "unit {id} granted twice");
-        unit.state = UnitState::Dispatched {
-            cancel_requested: false,
-        };
-        unit.token = Some(token);
-        unit.dispatched_ms = Some(self.now_ms);
-        events.push(Event::UnitDispatched {
-            unit: id,
-            task: unit.task,
-            target: unit.target,
-            step: unit.step,
-            kind: unit.kind,
-            attempt: unit.attempt,
-            exclusive: unit.exclusive,
-            token,
-        });
-    }
-
-    fn known_unit(&self, id: UnitId, attempt: u32) -> Result<&Unit, Rejection> {
-        let unit = self.units.get(&id).ok_or(Rejection::UnknownUnit(id))?;
-        if unit.attempt != attempt {
-            return Err(Rejection::StaleAttempt {
-                unit: id,
-                current: unit.attempt,
-                reported: attempt,
-            });
-        }
-        if unit.state == UnitState::Waiting {
-            return Err(invalid(
-                "unit",
-                format!("unit {id} was never dispatched, so it cannot have started or ended"),
-            ));
-        }
-        Ok(unit)
-    }
-
-    pub(crate) fn unit_started(&mut self, id: UnitId, attempt: u32) -> Result<(), Rejection> {
-        self.known_unit(id, attempt)?;
-        let unit = self.units.get_mut(&id).expect("known");
-        if let UnitState::Dispatched { cancel_requested } = unit.state {
-            unit.state = UnitState::Running { cancel_requested };
-        }
-        Ok(())
-    }
-
-    pub(crate) fn unit_finished(
-        &mut self,
-        id: UnitId,
-        attempt: u32,
-        exit_code: i32,
-        events: &mut Vec<Event>,
-    ) -> Result<(), Rejection> {
-        let unit = self.known_unit(id, attempt)?;
-        let cancel_requested = match unit.state {
-            UnitState::Dispatched { cancel_requested }
-            | UnitState::Running { cancel_requested } => cancel_requested,
-            // Reported again (to a new leader, say): recorded once already.
-            UnitState::Ended(_) => return Ok(()),
-            UnitState::Waiting => unreachable!("checked by known_unit"),
-        };
-        let outcome = match (exit_code, cancel_requested) {
-            (0, _) => UnitOutcome::Succeeded,
-            (_, true) => UnitOutcome::Cancelled,
-            (code, false) => UnitOutcome::Failed { exit_code: code },
-        };
-        self.locks.release(unit.request);
-        self.unit_ended(id, outcome, events);
-        Ok(())
-    }
-
-    /// The unit's target was lost: a waiting unit stops waiting, a dispatched one is taken as dead
-    /// (its agent fenced itself when it lost its lease).
-    pub(crate) fn unit_lost(&mut self, id: UnitId, events: &mut Vec<Event>) {
-        let unit = &self.units[&id];
-        match unit.state {
-            UnitState::Waiting => self.locks.cancel(unit.request),
-            UnitState::Dispatched { .. } | UnitState::Running { .. } => {
-                self.locks.release(unit.request)
-            }
-            UnitState::Ended(_) => unreachable!("ended units leave target_units"),
-        }
-        self.unit_ended(id, UnitOutcome::TargetLost, events);
-    }
-
-    /// Records a unit's end, and moves its task on: to its next stage, or to stopping.
-    fn unit_ended(&mut self, id: UnitId, outcome: UnitOutcome, events: &mut Vec<Event>) {
-        let now = self.now_ms;
-        let unit = self.units.get_mut(&id).expect("unit exists");
-        assert!(
-            !matches!(unit.state, UnitState::Ended(_)),
-            "unit {id} ended twice"
-        );
-        unit.state = UnitState::Ended(outcome.clone());
-        unit.ended_ms = Some(now);
-        let (task_id, target, request) = (unit.task, unit.target, unit.request);
-        self.target_units.remove(&(target, id));
-        self.owners.remove(&request);
-        events.push(Event::UnitEnded {
-            unit: id,
-            outcome: outcome.clone(),
-        });
-        let failure = match &outcome {
-            UnitOutcome::Succeeded | UnitOutcome::Skipped | UnitOutcome::Cancelled => None,
-            UnitOutcome::Failed { exit_code } => Some(format!(
-                "unit {id} on {} failed with exit code {exit_code}",
-                self.symbols.name(self.targets[&target].name)
-            )),
-            UnitOutcome::TargetLost => Some(format!(
-                "target {} was lost while unit {id} waited or ran",
-                self.symbols.name(self.targets[&target].name)
-            )),
-        };
-        let task = self.tasks.get_mut(&task_id).expect("unit's task exists");
-        let Phase::Running {
-            stage,
-            open_units,
-            stopping,
-        } = &mut task.phase
-        else {
-            unreachable!("unit {id} ended while its task is not running")
-        };
-        *open_units -= 1;
-        let stage = *stage;
-        if let (Some(reason), None) = (failure, &stopping) {
-            *stopping = Some(TaskOutcome::Failed { reason });
-            self.stop_units(task_id, events);
-        }
-        self.settle(task_id, stage, events);
-    }
-
-    /// Ends a stopping task or starts the next stage once no unit of the stage is open.
-    fn settle(&mut self, id: TaskId, stage: u16, events: &mut Vec<Event>) {
-        let Phase::Running {
-            open_units,
-            stopping,
-            ..
-        } = &self.tasks[&id].phase
-        else {
-            return;
-        };
-        if *open_units > 0 {
-            return;
-        }
-        match stopping.clone() {
-            Some(outcome) => self.end_task(id, outcome, events),
-            None => self.start_stage(id, stage + 1, events),
-        }
-    }
-
-    /// Skips the stage's waiting units and asks the dispatched ones to stop.
-    fn stop_units(&mut self, id: TaskId, events: &mut Vec<Event>) {
-        let units = self.tasks[&id].units.clone();
-        for unit_id in units {
-            let unit = &self.units[&unit_id];
-            match unit.state {
-                UnitState::Waiting => {
-                    self.locks.cancel(unit.request);
-                    self.unit_ended(unit_id, UnitOutcome::Skipped, events);
-                }
-                UnitState::Dispatched {
-                    cancel_requested: false,
-                }
-                | UnitState::Running {
-                    cancel_requested: false,
-                } => {
-                    let target = unit.target;
-                    let unit = self.units.get_mut(&unit_id).expect("exists");
-                    match &mut unit.state {
-                        UnitState::Dispatched { cancel_requested }
-                        | UnitState::Running { cancel_requested } => *cancel_requested = true,
-                        _ => unreachable!("matched above"),
-                    }
-                    events.push(Event::UnitCancelRequested {
-                        unit: unit_id,
-                        target,
-                    });
-                }
-                _ => {}
-            }
-        }
-    }
-
     pub(crate) fn cancel_task(
         &mut self,
         id: TaskId,
@@ -682,7 +637,7 @@ impl<L: LockTable> Scheduler<L> {
     }
 
     /// Ends a task: releases (or withdraws) its admission and remembers it among the ended tasks.
-    fn end_task(&mut self, id: TaskId, outcome: TaskOutcome, events: &mut Vec<Event>) {
+    pub(crate) fn end_task(&mut self, id: TaskId, outcome: TaskOutcome, events: &mut Vec<Event>) {
         let now = self.now_ms;
         let task = self.tasks.get_mut(&id).expect("task exists");
         match task.phase {
@@ -695,9 +650,11 @@ impl<L: LockTable> Scheduler<L> {
             Phase::Ended(_) => unreachable!("task {id} ended twice"),
         }
         self.owners.remove(&task.request);
+        let process = task.process;
         task.phase = Phase::Ended(outcome.clone());
         task.ended_ms = Some(now);
         events.push(Event::TaskEnded { task: id, outcome });
+        self.count_task_locks(process, -1);
         self.ended_tasks.push_back(id);
         self.forget_old_tasks();
     }

@@ -117,6 +117,16 @@ impl LockTable for Checked {
         self.fast.holders(lock)
     }
 
+    fn queue(&self, lock: LockKey) -> Vec<(ReqId, Mode)> {
+        let fast = self.fast.queue(lock);
+        assert_eq!(
+            fast,
+            self.reference.queue(lock),
+            "queues of {lock:?} differ"
+        );
+        fast
+    }
+
     fn stuck(&self, id: ReqId) -> Option<Stuck> {
         self.fast.stuck(id)
     }

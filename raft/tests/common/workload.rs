@@ -61,7 +61,10 @@ fn subset(max: usize) -> impl Strategy<Value = Vec<usize>> {
     proptest::collection::btree_set(0..max, 1..=max).prop_map(|s| s.into_iter().collect())
 }
 
-fn step_strategy() -> impl Strategy<Value = (Vec<usize>, u32, bool, Option<(usize, bool, u32)>)> {
+/// Roles, parallelism, package, and (lock name, per target, capacity).
+type StepDraw = (Vec<usize>, u32, bool, Option<(usize, bool, u32)>);
+
+fn step_strategy() -> impl Strategy<Value = StepDraw> {
     (
         subset(ROLES.len()),
         1u32..=3,

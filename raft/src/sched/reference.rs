@@ -98,6 +98,11 @@ impl ReferenceLockTable {
         eval
     }
 
+    /// The claims of a request, as it made them.
+    pub fn claims(&self, id: ReqId) -> Option<&[ClaimSpec]> {
+        self.requests.get(&id).map(|r| r.claims.as_slice())
+    }
+
     fn forget_unreferenced(&mut self) {
         let requests = &self.requests;
         self.capacities.retain(|lock, _| {

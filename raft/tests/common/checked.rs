@@ -58,6 +58,49 @@ impl Checked {
     }
 }
 
+/// The grant of `id` overtakes no earlier waiter it conflicts with: on each lock it claims, the
+/// holders, every request queued ahead of it, and it together fit the lock (an exclusive claim
+/// needs an empty lock and an empty queue ahead).
+fn no_overtaking(before: &ReferenceLockTable, id: ReqId) {
+    for claim in before.claims(id).expect("granted request exists") {
+        let capacity = u64::from(before.capacity(claim.lock).expect("claimed lock exists"));
+        let ahead: Vec<(ReqId, Mode)> = before
+            .queue(claim.lock)
+            .into_iter()
+            .take_while(|(r, _)| *r < id)
+            .collect();
+        let all: Vec<Mode> = before
+            .holders(claim.lock)
+            .into_iter()
+            .chain(ahead.iter().copied())
+            .map(|(_, m)| m)
+            .collect();
+        let fits = match claim.mode {
+            Mode::Exclusive => all.is_empty(),
+            Mode::Shared(w) => {
+                !all.contains(&Mode::Exclusive)
+                    && all
+                        .iter()
+                        .map(|m| {
+                            if let Mode::Shared(v) = m {
+                                u64::from(*v)
+                            } else {
+                                0
+                            }
+                        })
+                        .sum::<u64>()
+                        + u64::from(w)
+                        <= capacity
+            }
+        };
+        assert!(
+            fits,
+            "grant of {id:?} on {:?} overtakes waiting {ahead:?}",
+            claim.lock
+        );
+    }
+}
+
 impl LockTable for Checked {
     fn request(&mut self, id: ReqId, claims: &[ClaimSpec]) {
         assert!(
@@ -86,6 +129,7 @@ impl LockTable for Checked {
     }
 
     fn poll_grant(&mut self) -> Option<ReqId> {
+        let before = self.reference.clone();
         let fast = self.fast.poll_grant();
         let reference = self.reference.poll_grant();
         assert_eq!(
@@ -93,6 +137,7 @@ impl LockTable for Checked {
             "the incremental and the reference table grant differently"
         );
         if let Some(id) = fast {
+            no_overtaking(&before, id);
             self.step(id, Life::Waiting, Life::Held);
             self.grants.push(id);
         }

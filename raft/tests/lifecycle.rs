@@ -648,7 +648,7 @@ fn bad_commands_are_refused_with_what_is_wrong_and_what_would_be_right() {
     cap(&mut h, 1);
     assert_eq!(
         h.apply(Command::RemoveTarget { name: "web01".into() }).unwrap_err().to_string(),
-        "target \"web01\" still has 1 waiting or running units: let them end, or cancel their tasks, before removing it"
+        "target \"web01\" is still used by 1 waiting or running units or whole-task holds: let them end, or cancel their tasks, before removing it"
     );
 }
 
@@ -788,4 +788,50 @@ fn a_whole_task_hold_beyond_the_claim_limit_is_refused_at_submission() {
         "invalid hold_targets: step one matches 4100 targets; a step runs on at most 4000"
     );
     assert_eq!(h.sched.queued_tasks(), 0);
+}
+
+#[test]
+fn a_wait_names_the_request_in_the_way_and_every_kind_of_holder() {
+    let mut h: Harness = one_target(1);
+    let shared = |project: &str| TaskSpec {
+        bypass: BypassRule::always(true),
+        ..task(project, "Production", &[("deploy", "web")])
+    };
+    h.submit(shared("p1"));
+    h.submit(shared("p2"));
+    h.submit(TaskSpec {
+        bypass: BypassRule::always(false),
+        ..shared("p3")
+    });
+    let p4 = h.submit(shared("p4"));
+    // p2 may share the target but waits for the agent's only slot; p3's exclusive claim is what
+    // keeps p4 out.
+    assert_eq!(
+        h.explain_task_units(p4),
+        vec!["waiting for target web01: task 1 holds it shared and task 3 waits ahead for it exclusively (position 3 of 3)"]
+    );
+    let mut h: Harness = one_target(4);
+    let mut spec = shared("shop");
+    spec.steps[0].lock = Some(StepLockSpec {
+        name: "iis".into(),
+        scope: LockScope::Cluster,
+        capacity: 2,
+    });
+    h.submit(spec);
+    let lock = |holder: &str| LockSpec {
+        name: "iis".into(),
+        target: None,
+        capacity: 2,
+        holder: holder.into(),
+        ttl_ms: 1_000,
+    };
+    h.ok(Command::AcquireLock(lock("ci-1")));
+    let events = h.ok(Command::AcquireLock(lock("ci-2")));
+    let [Event::LockQueued { request }] = events[..] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        h.sched.describe(&h.sched.explain_request(request).unwrap()),
+        "waiting for lock iis: task 1 and ci-1 hold it (position 1 of 1)"
+    );
 }

@@ -393,13 +393,13 @@ pub enum Rejection {
     /// No target of that name.
     #[error("unknown target {0:?}: register its agent first")]
     UnknownTarget(String),
-    /// The target still has units.
-    #[error("target {name:?} still has {units} waiting or running units: let them end, or cancel their tasks, before removing it")]
+    /// The target is still in use.
+    #[error("target {name:?} is still used by {users} waiting or running units or whole-task holds: let them end, or cancel their tasks, before removing it")]
     TargetBusy {
         /// The target.
         name: String,
-        /// Units on it.
-        units: usize,
+        /// Units and whole-task holds using it.
+        users: usize,
     },
     /// Too many queued tasks.
     #[error(

@@ -181,13 +181,17 @@ impl<L: LockTable> Scheduler<L> {
         let mut tasks: Vec<TaskId> = parties.iter().filter_map(|h| h.task).collect();
         tasks.sort();
         tasks.dedup();
+        let mut names: Vec<String> = Vec::new();
         if !tasks.is_empty() {
             let list: Vec<String> = tasks.iter().map(|t| t.to_string()).collect();
             let noun = if list.len() == 1 { "task" } else { "tasks" };
-            return (format!("{noun} {}", join_words(&list)), list.len() > 1);
+            names.push(format!("{noun} {}", join_words(&list)));
         }
-        let clients: Vec<String> = parties.iter().filter_map(|h| h.client.clone()).collect();
-        (join_words(&clients), clients.len() > 1)
+        names.extend(parties.iter().filter_map(|h| h.client.clone()));
+        let plural = tasks.len() + names.len() > 2
+            || tasks.len() > 1
+            || (tasks.is_empty() && names.len() > 1);
+        (join_words(&names), plural)
     }
 
     /// The explanation as a sentence, such as
@@ -211,8 +215,17 @@ impl<L: LockTable> Scheduler<L> {
         let reason = if wait.blocked_by_holders || wait.ahead.is_empty() {
             holding.unwrap_or_else(|| "it is not free".to_string())
         } else {
-            // The holders leave room, but requests ahead come first: name the first one in the way.
-            let first = &wait.ahead[..1];
+            // The holders leave room, but requests ahead come first: name the one in the way (for a
+            // shared claim, an exclusive request ahead if there is one).
+            let blocking = match wait.mode {
+                Mode::Shared(_) => wait
+                    .ahead
+                    .iter()
+                    .position(|h| h.mode == Mode::Exclusive)
+                    .unwrap_or(0),
+                Mode::Exclusive => 0,
+            };
+            let first = &wait.ahead[blocking..=blocking];
             let (who, _) = self.who(wait.lock, first);
             let ahead = format!("{who} waits ahead for it{}", how(Some(first[0].mode)));
             match holding {

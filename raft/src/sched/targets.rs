@@ -3,7 +3,7 @@
 use crate::sched::command::{Event, Rejection, SettingsPatch, TargetSpec, LABELS_MAX};
 use crate::sched::ids::{Sym, TargetId};
 use crate::sched::lock::{LockKey, LockTable};
-use crate::sched::state::{check_name, Scheduler, Target};
+use crate::sched::state::{check_name, Owner, Scheduler, Target};
 
 impl<L: LockTable> Scheduler<L> {
     pub(crate) fn upsert_target(
@@ -107,10 +107,20 @@ impl<L: LockTable> Scheduler<L> {
             .range((id, crate::sched::ids::UnitId(0))..)
             .take_while(|(t, _)| *t == id)
             .count();
-        if units > 0 {
+        // Whole-task holds that hold the target or wait in its queue use it too.
+        let lock = LockKey::Target(id);
+        let holds = self
+            .locks
+            .holders(lock)
+            .into_iter()
+            .chain(self.locks.queue(lock));
+        let holds = holds
+            .filter(|(r, _)| matches!(self.owners.get(r), Some(Owner::Task(_))))
+            .count();
+        if units + holds > 0 {
             return Err(Rejection::TargetBusy {
                 name: name.to_string(),
-                units,
+                users: units + holds,
             });
         }
         self.unindex_target(id);

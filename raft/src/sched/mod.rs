@@ -70,6 +70,7 @@ pub mod table;
 mod targets;
 mod tasks;
 mod units;
+mod validate;
 pub mod vars;
 
 pub use command::*;
@@ -79,4 +80,4 @@ pub use lock::{ClaimSpec, LockKey, LockTable, Mode, Stuck};
 pub use reference::ReferenceLockTable;
 pub use state::{Owner, Phase, Scheduler, Task, Unit, UnitState};
 pub use table::FifoLockTable;
-pub use tasks::default_tag;
+pub use validate::default_tag;

@@ -8,116 +8,14 @@
 //! the task holds its targets), the stage's parallelism, the step lock, and a slot of the agent.
 
 use crate::sched::command::{
-    Event, Rejection, StepSpec, TaskOutcome, TaskSpec, UnitKind, LABELS_MAX, STEPS_PER_TASK_MAX,
-    TARGETS_PER_STEP_MAX,
+    Event, Rejection, StepSpec, TaskOutcome, TaskSpec, UnitKind, TARGETS_PER_STEP_MAX,
 };
 use crate::sched::ids::{FencingToken, Sym, TargetId, TaskId, UnitId};
 use crate::sched::lock::{ClaimSpec, LockKey, LockTable, Mode};
 use crate::sched::state::{
-    check_name, Bypass, NamedLockUse, Owner, Phase, Process, Scheduler, Step, StepLock, Task, Unit,
-    UnitState,
+    Bypass, NamedLockUse, Owner, Phase, Process, Scheduler, Step, StepLock, Task, Unit, UnitState,
 };
-
-fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Rejection {
-    Rejection::Invalid {
-        field: field.into(),
-        problem: problem.into(),
-    }
-}
-
-/// Checks everything in a task spec that does not need the state; returns how many names it holds.
-fn validate_spec(spec: &TaskSpec) -> Result<usize, Rejection> {
-    check_name("project", &spec.project)?;
-    check_name("release", &spec.release)?;
-    check_name("environment", &spec.environment)?;
-    if let Some(tenant) = &spec.tenant {
-        check_name("tenant", tenant)?;
-    }
-    if let Some(tag) = &spec.concurrency_tag {
-        check_name("concurrency_tag", tag)?;
-    }
-    if spec.acquire_max_parallelism == 0 {
-        return Err(invalid(
-            "acquire_max_parallelism",
-            "is 0; allow at least 1 acquisition at a time",
-        ));
-    }
-    if spec.steps.is_empty() || spec.steps.len() > STEPS_PER_TASK_MAX {
-        return Err(invalid(
-            "steps",
-            format!(
-                "has {} steps; a process has 1 to {STEPS_PER_TASK_MAX} steps",
-                spec.steps.len()
-            ),
-        ));
-    }
-    let mut names = 5 + spec.bypass.roles.len() + spec.bypass.targets.len();
-    for (i, (role, _)) in spec.bypass.roles.iter().enumerate() {
-        check_name(&format!("bypass.roles[{i}]"), role)?;
-    }
-    for (i, (target, _)) in spec.bypass.targets.iter().enumerate() {
-        check_name(&format!("bypass.targets[{i}]"), target)?;
-    }
-    for (i, step) in spec.steps.iter().enumerate() {
-        names += validate_step(i, step)?;
-        if spec.steps[..i].iter().any(|s| s.name == step.name) {
-            return Err(invalid(
-                format!("steps[{i}].name"),
-                format!("{:?} names two steps; step names are unique", step.name),
-            ));
-        }
-    }
-    Ok(names)
-}
-
-/// `project/environment`, or `tenant/project/environment`. A `/` or `\` inside a name is escaped
-/// with `\`, so that no two different deployments share a default tag.
-pub fn default_tag(spec: &TaskSpec) -> String {
-    let part = |name: &str| name.replace('\\', "\\\\").replace('/', "\\/");
-    match &spec.tenant {
-        Some(tenant) => format!(
-            "{}/{}/{}",
-            part(tenant),
-            part(&spec.project),
-            part(&spec.environment)
-        ),
-        None => format!("{}/{}", part(&spec.project), part(&spec.environment)),
-    }
-}
-
-fn validate_step(i: usize, step: &StepSpec) -> Result<usize, Rejection> {
-    check_name(&format!("steps[{i}].name"), &step.name)?;
-    if step.roles.is_empty() || step.roles.len() > LABELS_MAX {
-        return Err(invalid(
-            format!("steps[{i}].roles"),
-            format!("has {} roles; give 1 to {LABELS_MAX}", step.roles.len()),
-        ));
-    }
-    for (j, role) in step.roles.iter().enumerate() {
-        check_name(&format!("steps[{i}].roles[{j}]"), role)?;
-    }
-    if step.max_parallelism == 0 {
-        return Err(invalid(
-            format!("steps[{i}].max_parallelism"),
-            "is 0; allow at least 1 unit at a time",
-        ));
-    }
-    if let Some(package) = &step.package {
-        check_name(&format!("steps[{i}].package"), package)?;
-    }
-    let mut names = 1 + step.roles.len();
-    if let Some(lock) = &step.lock {
-        check_name(&format!("steps[{i}].lock.name"), &lock.name)?;
-        if lock.capacity == 0 {
-            return Err(invalid(
-                format!("steps[{i}].lock.capacity"),
-                "is 0; a lock admits at least 1 holder",
-            ));
-        }
-        names += 1;
-    }
-    Ok(names)
-}
+use crate::sched::validate::{default_tag, invalid, validate_spec};
 
 impl<L: LockTable> Scheduler<L> {
     pub(crate) fn submit(
@@ -250,41 +148,6 @@ impl<L: LockTable> Scheduler<L> {
             ));
         }
         Ok(plan)
-    }
-
-    /// A lock name has one capacity while anyone uses it: a task from submission to its end, a client
-    /// from its request to its release.
-    fn check_step_lock_capacities(&self, spec: &TaskSpec) -> Result<(), Rejection> {
-        for (i, step) in spec.steps.iter().enumerate() {
-            let Some(lock) = &step.lock else { continue };
-            let earlier = spec.steps[..i]
-                .iter()
-                .filter_map(|s| s.lock.as_ref())
-                .find(|l| l.name == lock.name);
-            if let Some(earlier) = earlier.filter(|l| l.capacity != lock.capacity) {
-                return Err(invalid(
-                    format!("steps[{i}].lock.capacity"),
-                    format!("is {} but an earlier step declares lock {:?} with capacity {}; use one capacity per lock", lock.capacity, lock.name, earlier.capacity),
-                ));
-            }
-            self.check_lock_capacity(&lock.name, lock.capacity)?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn check_lock_capacity(&self, name: &str, capacity: u32) -> Result<(), Rejection> {
-        let existing = self
-            .symbols
-            .get(name)
-            .and_then(|s| self.named_locks.get(&s));
-        match existing {
-            Some(used) if used.capacity != capacity => Err(Rejection::LockCapacityMismatch {
-                name: name.to_string(),
-                existing: used.capacity,
-                requested: capacity,
-            }),
-            _ => Ok(()),
-        }
     }
 
     /// Counts a task in (`delta` 1) or out (-1) of the users of its step locks' names.

@@ -6,13 +6,7 @@ use crate::sched::command::{Event, Rejection, TaskOutcome, UnitOutcome};
 use crate::sched::ids::{FencingToken, TaskId, UnitId};
 use crate::sched::lock::LockTable;
 use crate::sched::state::{Phase, Scheduler, Unit, UnitState};
-
-fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Rejection {
-    Rejection::Invalid {
-        field: field.into(),
-        problem: problem.into(),
-    }
-}
+use crate::sched::validate::invalid;
 
 impl<L: LockTable> Scheduler<L> {
     pub(crate) fn unit_granted(

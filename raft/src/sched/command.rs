@@ -168,6 +168,15 @@ pub struct BypassRule {
     pub targets: Vec<(String, bool)>,
 }
 
+impl TaskSpec {
+    /// Checks everything about the spec that does not depend on the state (names, limits, step
+    /// names, lock capacities within the process); submitting it can still be refused for reasons
+    /// of state (a full queue, a lock used with another capacity).
+    pub fn validate(&self) -> Result<(), Rejection> {
+        crate::sched::validate::validate_spec(self).map(|_| ())
+    }
+}
+
 impl BypassRule {
     /// The same value everywhere.
     pub fn always(value: bool) -> BypassRule {
@@ -270,8 +279,10 @@ pub enum TaskOutcome {
     Cancelled,
 }
 
-/// A decision of the core, for the shell to carry out or report.
+/// A decision of the core, for the shell to carry out or report. More kinds may come: match with a
+/// wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Event {
     /// A target was registered or updated.
     TargetUpserted {
@@ -301,6 +312,19 @@ pub enum Event {
         task: TaskId,
         /// The admission's fencing token.
         token: FencingToken,
+    },
+    /// A stage started and created this unit; it waits for its locks.
+    UnitQueued {
+        /// The unit.
+        unit: UnitId,
+        /// Its task.
+        task: TaskId,
+        /// Where it will run.
+        target: TargetId,
+        /// Index of its step in the process.
+        step: u16,
+        /// Acquire or run.
+        kind: UnitKind,
     },
     /// A unit holds everything it needs: send it to its target's agent.
     UnitDispatched {

@@ -459,6 +459,13 @@ impl<L: LockTable> Scheduler<L> {
                 },
             );
             self.target_units.insert((target, unit_id));
+            events.push(Event::UnitQueued {
+                unit: unit_id,
+                task: id,
+                target,
+                step: step_index,
+                kind,
+            });
             self.locks.request(request, &claims);
             created.push(unit_id);
         }

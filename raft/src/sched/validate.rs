@@ -53,6 +53,20 @@ pub(crate) fn validate_spec(spec: &TaskSpec) -> Result<usize, Rejection> {
                 format!("{:?} names two steps; step names are unique", step.name),
             ));
         }
+        let Some(lock) = &step.lock else { continue };
+        let earlier = spec.steps[..i]
+            .iter()
+            .filter_map(|s| s.lock.as_ref())
+            .find(|l| l.name == lock.name);
+        if let Some(earlier) = earlier.filter(|l| l.capacity != lock.capacity) {
+            return Err(invalid(
+                format!("steps[{i}].lock.capacity"),
+                format!(
+                    "is {} but an earlier step declares lock {:?} with capacity {}; use one capacity per lock",
+                    lock.capacity, lock.name, earlier.capacity
+                ),
+            ));
+        }
     }
     Ok(names)
 }
@@ -110,18 +124,8 @@ impl<L: LockTable> Scheduler<L> {
     /// A lock name has one capacity while anyone uses it: a task from submission to its end, a client
     /// from its request to its release.
     pub(crate) fn check_step_lock_capacities(&self, spec: &TaskSpec) -> Result<(), Rejection> {
-        for (i, step) in spec.steps.iter().enumerate() {
+        for step in &spec.steps {
             let Some(lock) = &step.lock else { continue };
-            let earlier = spec.steps[..i]
-                .iter()
-                .filter_map(|s| s.lock.as_ref())
-                .find(|l| l.name == lock.name);
-            if let Some(earlier) = earlier.filter(|l| l.capacity != lock.capacity) {
-                return Err(invalid(
-                    format!("steps[{i}].lock.capacity"),
-                    format!("is {} but an earlier step declares lock {:?} with capacity {}; use one capacity per lock", lock.capacity, lock.name, earlier.capacity),
-                ));
-            }
             self.check_lock_capacity(&lock.name, lock.capacity)?;
         }
         Ok(())

@@ -16,6 +16,15 @@ pub const TASK_CONCURRENCY_TAG: &str = "Cuttle.Task.ConcurrencyTag";
 /// Holds every target from admission to the end.
 pub const TASK_HOLD_TARGETS: &str = "Cuttle.Task.HoldTargets";
 
+/// Every special variable's canonical name.
+pub const NAMES: &[&str] = &[
+    BYPASS_DEPLOYMENT_MUTEX,
+    ACTION_MAX_PARALLELISM,
+    ACQUIRE_MAX_PARALLELISM,
+    TASK_CONCURRENCY_TAG,
+    TASK_HOLD_TARGETS,
+];
+
 /// Octopus names accepted for the same variables.
 pub const ALIASES: &[(&str, &str)] = &[
     ("OctopusBypassDeploymentMutex", BYPASS_DEPLOYMENT_MUTEX),

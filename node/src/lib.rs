@@ -1,4 +1,25 @@
-//! The cuttle server node and target agent: gRPC services, the leader's dispatcher, agent sessions.
+//! The cuttle server node: it opens the replicated state (`cuttle-raft`), runs openraft over the
+//! gRPC wire (`cuttle-proto`), and serves the client API. Any node accepts any request: writes and
+//! linearizable reads go to the leader, forwarded when needed.
 //!
-//! Empty so far: the scheduling core they will wrap lives in `cuttle-raft::sched`; the server and
-//! the agent arrive with the replicated cluster and the agent protocol.
+//! # Map
+//! - [`config`]: the one configuration struct, validated at start-up.
+//! - [`network`]: openraft's network over gRPC (client side); [`raft_service`]: its server side.
+//! - [`proposer`]: gathers the writes that arrive while one is in flight into one log entry.
+//! - [`cluster_service`]: the client API (writes, reads, status, membership).
+//! - [`peers`]: who answers: the probe behind member health and the no-quorum error.
+//! - [`server`]: start-up: storage, openraft, bootstrap, the gRPC server.
+//! - [`client`]: a client of the cluster API that fails over between endpoints.
+
+pub mod client;
+pub mod cluster_service;
+pub mod config;
+pub mod error;
+pub mod network;
+pub mod peers;
+pub mod proposer;
+pub mod raft_service;
+pub mod server;
+
+pub use config::NodeConfig;
+pub use error::NodeError;

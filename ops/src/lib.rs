@@ -3,5 +3,9 @@
 //!
 //! - [`simulate`]: `cuttle simulate`, a discrete-event simulator of a deployment scenario through
 //!   the real scheduling core.
+//! - [`server`]: `cuttle server`, a node of a cluster: its configuration from a file and flags.
+//! - [`cluster`]: `cuttle cluster`, the operator's commands (status, add, remove, transfer-leader).
 
+pub mod cluster;
+pub mod server;
 pub mod simulate;

@@ -3,6 +3,8 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use cuttle::cluster::{self, Endpoints};
+use cuttle::server::{self, ServerArgs};
 use cuttle::simulate::{self, LoadError};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +30,50 @@ enum Commands {
     /// finished, 2 when the scenario or the arguments are not valid.
     #[command(after_long_help = SCENARIO_HELP)]
     Simulate(SimulateArgs),
+    /// Run a server node of a cluster.
+    ///
+    /// With an empty data directory, the nodes form the cluster from --initial-cluster by
+    /// themselves; starting the same command twice is harmless. Once the data directory holds
+    /// state, it rules and --initial-cluster is ignored. Stops on SIGINT or SIGTERM.
+    Server(ServerArgs),
+    /// Look at and change the cluster's membership.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// The leader, the term and every member with its role, matched log index and health.
+    Status {
+        /// How to print it.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Add a node: it joins as a learner, catches up, then becomes a voter.
+    Add {
+        /// The new node's id.
+        #[arg(long)]
+        id: u64,
+        /// Its address, HOST:PORT (start it first with `cuttle server` and no --initial-cluster).
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: String,
+    },
+    /// Remove a node from the membership.
+    Remove {
+        /// The node's id.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Move leadership away from a node before its maintenance.
+    TransferLeader {
+        /// The node to move leadership away from (the current leader).
+        #[arg(long = "from")]
+        from_id: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -96,7 +142,72 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
+        Commands::Server(args) => match server::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                report(&error);
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
+        Commands::Cluster { command, endpoints } => match run_cluster(command, &endpoints) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                report(&error);
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
     }
+}
+
+/// Exit status when the cluster refused or could not serve a request.
+const EXIT_FAILED: u8 = 1;
+
+fn run_cluster(command: ClusterCommand, endpoints: &Endpoints) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match command {
+            ClusterCommand::Status { output } => {
+                let view = cluster::status(endpoints).await?;
+                match output {
+                    Output::Human => print!("{}", cluster::status_text(&view)),
+                    Output::Json => println!("{}", serde_json::to_string(&view)?),
+                }
+            }
+            ClusterCommand::Add { id, addr } => {
+                let reply = endpoints
+                    .client()?
+                    .add_node(id, &addr)
+                    .await
+                    .with_context(|| format!("cannot add node {id}"))?;
+                println!(
+                    "node {id} added; voters {:?}, learners {:?}",
+                    reply.voters, reply.learners
+                );
+            }
+            ClusterCommand::Remove { id } => {
+                let reply = endpoints
+                    .client()?
+                    .remove_node(id)
+                    .await
+                    .with_context(|| format!("cannot remove node {id}"))?;
+                println!(
+                    "node {id} removed; voters {:?}, learners {:?}",
+                    reply.voters, reply.learners
+                );
+            }
+            ClusterCommand::TransferLeader { from_id } => {
+                let reply = endpoints
+                    .client()?
+                    .transfer_leader(from_id)
+                    .await
+                    .context("cannot move leadership")?;
+                println!("leader is now node {}", reply.new_leader_id);
+            }
+        }
+        Ok(())
+    })
 }
 
 fn run_simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {

@@ -1,6 +1,10 @@
-//! cuttle's wire formats: the `.proto` files and their generated code for every wire (node to
-//! node, client to cluster, agent to cluster).
-//!
-//! Empty so far: the scheduling core (in `cuttle-raft`) has no wire yet. The protocol buffers arrive
-//! with the replicated cluster, compiled with a vendored `protoc` so that a build needs only the
-//! Rust toolchain.
+//! cuttle's wire formats: the `.proto` files under `proto/` and the code generated from them for
+//! every wire: node to node (`RaftService`) and client to cluster (`Cluster`). The agent API joins
+//! them with the agents.
+
+#![allow(missing_docs)]
+
+/// Version 1 of the API.
+pub mod v1 {
+    tonic::include_proto!("cuttle.v1");
+}

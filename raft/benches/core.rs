@@ -2,13 +2,14 @@
 //! `docs/benchmarks.md`.
 //!
 //! ```text
-//! cargo bench -p cuttle-raft --bench core                        # everything, a few minutes
+//! cargo bench -p cuttle-raft --bench core                        # everything: ~2 min, 4.3 GB RSS
 //! CUTTLE_BENCH_QUICK=1 cargo bench -p cuttle-raft --bench core   # up to 100k queued tasks
 //! CUTTLE_BENCH_CRITERION=0 cargo bench -p cuttle-raft --bench core  # skip the criterion part
 //! ```
 //!
 //! Run without `--bench` (as `cargo test --all-targets` does), it makes one tiny pass over every
-//! section as a smoke test.
+//! section as a smoke test. `CUTTLE_BENCH_PROFILE` runs one workload for a profiler (see
+//! [`profile`]).
 //!
 //! # Workload
 //! 10,000 targets in 10 environments, each target with its own role and a capacity of 4; cluster
@@ -25,10 +26,11 @@
 //!
 //! # Sections
 //! 1. criterion: the cycle at every `N` (throughput in commands, two per cycle);
-//! 2. a timed section that measures every `N` in interleaved rounds (so noise hits all sizes alike)
-//!    and reports medians and the 1M/1k ratio;
+//! 2. a timed section that measures every `N` in interleaved rounds (so noise hits all sizes alike),
+//!    in wall time and in this thread's CPU time, and reports medians and the 1M/1k ratio;
 //! 3. memory: a counting global allocator measures the bytes allocated and still live after
-//!    queueing `N` tasks, divided by `N` (the resident set size delta is printed beside it);
+//!    queueing `N` tasks, divided by `N` (the resident set size delta is printed beside it), with
+//!    the allocation sizes that hold them, and the symbol table's share;
 //! 4. snapshot and restore of each state, with a check that the restored state re-encodes to the
 //!    same bytes.
 //!

@@ -1,0 +1,121 @@
+//! Gathers the writes that arrive while earlier ones are in flight into one log entry.
+//!
+//! openraft 0.9's leader appends (and flushes) one entry per `client_write`, so one command per entry
+//! would cost one fsync per command. The proposer keeps at most [`WRITES_IN_FLIGHT_MAX`] entries in
+//! flight and packs everything that queued meanwhile, up to [`BATCH_COMMANDS_MAX`] commands, into
+//! the next one: throughput grows with the number of clients.
+
+use cuttle_raft::cluster::types::BATCH_COMMANDS_MAX;
+use cuttle_raft::cluster::{Batch, NodeId, TypeConfig};
+use cuttle_raft::sched::{Command, Event, Rejection};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::Raft;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Entries proposed and not yet applied at once.
+pub const WRITES_IN_FLIGHT_MAX: usize = 4;
+/// Commands waiting for a batch; a write beyond it waits for room.
+pub const QUEUED_COMMANDS_MAX: usize = 16_384;
+
+/// A command's outcome once applied: its result and the index of its log entry.
+pub type Applied = (Result<Vec<Event>, Rejection>, u64);
+
+/// Why a proposal did not apply here.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is not (or no longer) the leader.
+    #[error("not the leader; the leader is {0:?}")]
+    NotLeader(Option<NodeId>),
+    /// The proposer stopped (the node is shutting down).
+    #[error("the node is shutting down")]
+    Stopped,
+    /// openraft failed.
+    #[error("raft failed: {0}")]
+    Raft(String),
+}
+
+type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
+
+/// The handle to the proposer task.
+#[derive(Clone)]
+pub struct Proposer {
+    queue: mpsc::Sender<(Command, Reply)>,
+}
+
+impl Proposer {
+    /// Starts the proposer for `raft`; `clock_ms` gives the leader's time for each batch.
+    pub fn start(raft: Raft<TypeConfig>, clock_ms: fn() -> u64) -> Proposer {
+        let (queue, commands) = mpsc::channel(QUEUED_COMMANDS_MAX);
+        tokio::spawn(run(raft, commands, clock_ms));
+        Proposer { queue }
+    }
+
+    /// Proposes one command and waits until it is applied.
+    pub async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((command, reply))
+            .await
+            .map_err(|_| ProposeError::Stopped)?;
+        answer.await.map_err(|_| ProposeError::Stopped)?
+    }
+}
+
+async fn run(
+    raft: Raft<TypeConfig>,
+    mut commands: mpsc::Receiver<(Command, Reply)>,
+    clock_ms: fn() -> u64,
+) {
+    let in_flight = Arc::new(Semaphore::new(WRITES_IN_FLIGHT_MAX));
+    while let Some(first) = commands.recv().await {
+        let permit = in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closes");
+        // Everything that queued while we waited for a permit rides in this entry.
+        let mut batch = vec![first];
+        while batch.len() < BATCH_COMMANDS_MAX {
+            match commands.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
+            let result = raft
+                .client_write(Batch {
+                    now_ms: clock_ms(),
+                    commands,
+                })
+                .await;
+            drop(permit);
+            match result {
+                Ok(response) => {
+                    let index = response.log_id.index;
+                    assert_eq!(
+                        response.data.results.len(),
+                        replies.len(),
+                        "one result per command"
+                    );
+                    for (reply, result) in replies.into_iter().zip(response.data.results) {
+                        let _ = reply.send(Ok((result, index)));
+                    }
+                }
+                Err(error) => {
+                    let error = match error {
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                            ProposeError::NotLeader(f.leader_id)
+                        }
+                        other => ProposeError::Raft(other.to_string()),
+                    };
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,314 @@
+//! The replicated cluster as real processes: bootstrap, failover, restart from disk, membership
+//! changes under load, catch-up through a snapshot, and a minority that refuses writes.
+
+mod support;
+
+use cuttle_raft::sched::{Command, TargetSpec};
+use std::time::Duration;
+use support::{leader_among, wait_for, Cluster};
+
+fn target(name: &str) -> Command {
+    Command::UpsertTarget(TargetSpec {
+        name: name.into(),
+        environments: vec!["Production".into()],
+        roles: vec!["web".into()],
+        tenants: vec![],
+        capacity: 1,
+    })
+}
+
+async fn targets(client: &cuttle_node::client::Client) -> Vec<String> {
+    let json = client.read("targets").await.expect("linearizable read");
+    json.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn three_nodes_form_a_cluster_and_report_their_status() {
+    runtime().block_on(async {
+        let cluster = Cluster::start(3, &[]);
+        let leader = leader_among(&cluster, &[1, 2, 3]).await;
+        let status = wait_for("three healthy members", Duration::from_secs(10), || async {
+            let status = cluster.client(&[1]).status().await.ok()?;
+            (status.members.len() == 3 && status.members.iter().all(|m| m.healthy))
+                .then_some(status)
+        })
+        .await;
+        assert_eq!(status.leader_id, leader);
+        assert!(status.term >= 1);
+        let roles: Vec<&str> = status.members.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1);
+        assert_eq!(roles.iter().filter(|r| **r == "follower").count(), 2);
+        // The CLI prints the same as JSON.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuttle"))
+            .args([
+                "cluster",
+                "status",
+                "--output",
+                "json",
+                "--endpoints",
+                &cluster.addr(2),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["leader_id"], leader);
+        assert_eq!(json["members"].as_array().unwrap().len(), 3);
+        for key in ["id", "addr", "role", "matched_index", "healthy"] {
+            assert!(json["members"][0].get(key).is_some(), "member field {key}");
+        }
+    });
+}
+
+#[test]
+fn acknowledged_writes_survive_a_killed_leader_and_the_node_catches_up_after_restart() {
+    runtime().block_on(async {
+        let mut cluster = Cluster::start(3, &[]);
+        let leader = leader_among(&cluster, &[1, 2, 3]).await;
+        let client = cluster.client(&[1, 2, 3]);
+        let mut acknowledged = Vec::new();
+        for i in 0..20 {
+            let name = format!("t{i}");
+            let (result, _) = client
+                .write(&target(&name))
+                .await
+                .expect("write acknowledged");
+            result.expect("command accepted");
+            acknowledged.push(name);
+        }
+        cluster.kill(leader);
+        let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+        let new_leader = leader_among(&cluster, &rest).await;
+        assert_ne!(new_leader, leader);
+        let survivors = cluster.client(&rest);
+        // Writes go on, through either survivor.
+        for i in 20..30 {
+            let name = format!("t{i}");
+            survivors
+                .write(&target(&name))
+                .await
+                .expect("write after failover")
+                .0
+                .unwrap();
+            acknowledged.push(name);
+        }
+        let mut seen = targets(&survivors).await;
+        seen.sort();
+        let mut expected = acknowledged.clone();
+        expected.sort();
+        assert_eq!(seen, expected, "every acknowledged write is still there");
+        // The killed node restarts from its data directory and catches up.
+        cluster.spawn(leader, true);
+        let leader_applied = survivors.ping_first().await.unwrap().last_applied;
+        let restarted = cluster.client(&[leader]);
+        wait_for(
+            "the restarted node to catch up",
+            Duration::from_secs(20),
+            || async {
+                let ping = restarted.ping_first().await.ok()?;
+                (ping.last_applied >= leader_applied).then_some(())
+            },
+        )
+        .await;
+    });
+}
+
+#[test]
+fn a_minority_refuses_writes_with_a_clear_error_and_recovers_when_healed() {
+    runtime().block_on(async {
+        let mut cluster = Cluster::start(3, &["--request-timeout-ms", "2000"]);
+        let leader = leader_among(&cluster, &[1, 2, 3]).await;
+        cluster
+            .client(&[1, 2, 3])
+            .write(&target("before"))
+            .await
+            .unwrap()
+            .0
+            .unwrap();
+        // Cut node `alone` off from the other two by pausing them.
+        let alone = leader;
+        let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != alone).collect();
+        for id in &others {
+            cluster.pause(*id);
+        }
+        let started = std::time::Instant::now();
+        let error = cluster
+            .client(&[alone])
+            .write(&target("during"))
+            .await
+            .expect_err("a minority accepts no write");
+        let elapsed = started.elapsed();
+        let message = error.to_string();
+        assert!(
+            message.starts_with("no quorum: 1 of 3 nodes reachable"),
+            "{message}"
+        );
+        assert!(
+            elapsed < Duration::from_secs(6),
+            "failed within a bounded time: {elapsed:?}"
+        );
+        for id in &others {
+            cluster.resume(*id);
+        }
+        leader_among(&cluster, &[1, 2, 3]).await;
+        let client = cluster.client(&[1, 2, 3]);
+        client
+            .write(&target("after"))
+            .await
+            .expect("writes work again")
+            .0
+            .unwrap();
+        let seen = targets(&client).await;
+        assert!(
+            seen.contains(&"before".to_string()) && seen.contains(&"after".to_string()),
+            "{seen:?}"
+        );
+    });
+}
+
+#[test]
+fn membership_grows_to_five_and_shrinks_to_three_under_load() {
+    runtime().block_on(async {
+        let mut cluster = Cluster::start(3, &[]);
+        leader_among(&cluster, &[1, 2, 3]).await;
+        let load_client = cluster.client(&[1, 2, 3]);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let load = {
+            let (stop, written, failures) = (stop.clone(), written.clone(), failures.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let name = format!("load{i}");
+                    match load_client.write(&target(&name)).await {
+                        Ok((Ok(_), _)) => written.lock().unwrap().push(name),
+                        other => failures.lock().unwrap().push(format!("{name}: {other:?}")),
+                    }
+                    i += 1;
+                }
+            })
+        };
+        let count = || written.lock().unwrap().len();
+        wait_for("the load to start", Duration::from_secs(10), || async {
+            (count() >= 5).then_some(())
+        })
+        .await;
+        for id in [4, 5] {
+            let addr = cluster.spawn_new(id, &[]);
+            let reply = cluster
+                .client(&[1, 2, 3])
+                .add_node(id, &addr)
+                .await
+                .expect("add node");
+            assert!(reply.voters.contains(&id), "{reply:?}");
+        }
+        let status = cluster.client(&[1]).status().await.unwrap();
+        assert_eq!(
+            status
+                .members
+                .iter()
+                .filter(|m| m.role != "learner")
+                .count(),
+            5
+        );
+        let during_growth = count();
+        for id in [4, 5] {
+            let reply = cluster
+                .client(&[1, 2, 3])
+                .remove_node(id)
+                .await
+                .expect("remove node");
+            assert!(
+                !reply.voters.contains(&id) && !reply.learners.contains(&id),
+                "{reply:?}"
+            );
+            cluster.kill(id);
+        }
+        // The load goes on with three members again.
+        let after = count();
+        wait_for(
+            "writes to continue after shrinking",
+            Duration::from_secs(10),
+            || async { (count() >= after + 5).then_some(()) },
+        )
+        .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        load.await.unwrap();
+        assert!(during_growth >= 5, "writes went on while the cluster grew");
+        let failures = failures.lock().unwrap().clone();
+        assert!(
+            failures.is_empty(),
+            "writes failed during membership changes: {failures:?}"
+        );
+        let written = written.lock().unwrap().clone();
+        let seen = targets(&cluster.client(&[1, 2, 3])).await;
+        for name in &written {
+            assert!(seen.contains(name), "acknowledged write {name} lost");
+        }
+        let status = cluster.client(&[1]).status().await.unwrap();
+        assert_eq!(status.members.len(), 3);
+    });
+}
+
+#[test]
+fn a_node_joining_after_log_compaction_catches_up_through_a_snapshot() {
+    runtime().block_on(async {
+        let flags = [
+            "--snapshot-after-entries",
+            "20",
+            "--log-entries-kept-after-snapshot",
+            "5",
+        ];
+        let mut cluster = Cluster::start(3, &flags);
+        leader_among(&cluster, &[1, 2, 3]).await;
+        let client = cluster.client(&[1, 2, 3]);
+        for i in 0..60 {
+            client
+                .write(&target(&format!("t{i}")))
+                .await
+                .unwrap()
+                .0
+                .unwrap();
+        }
+        let leader_ping = wait_for(
+            "the leader to purge its log",
+            Duration::from_secs(20),
+            || async {
+                let leader = client.status().await.ok()?.leader_id;
+                let ping = cluster.client(&[leader]).ping_first().await.ok()?;
+                (ping.purged_index > 0).then_some(ping)
+            },
+        )
+        .await;
+        let addr = cluster.spawn_new(4, &flags);
+        client.add_node(4, &addr).await.expect("add node 4");
+        let newcomer = cluster.client(&[4]);
+        let ping = wait_for("node 4 to catch up", Duration::from_secs(20), || async {
+            let ping = newcomer.ping_first().await.ok()?;
+            (ping.last_applied >= leader_ping.last_applied).then_some(ping)
+        })
+        .await;
+        assert!(
+            ping.snapshot_index > 0,
+            "node 4 was brought up by a snapshot: {ping:?}"
+        );
+        assert_eq!(targets(&cluster.client(&[4])).await.len(), 60);
+    });
+}

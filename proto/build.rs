@@ -1,0 +1,16 @@
+//! Compiles the `.proto` files with the vendored `protoc`, so a build needs only the Rust toolchain.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
+    let protos = [
+        "proto/cuttle/v1/raft.proto",
+        "proto/cuttle/v1/cluster.proto",
+    ];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    tonic_prost_build::configure().compile_with_config(config, &protos, &["proto"])?;
+    Ok(())
+}

@@ -312,3 +312,117 @@ fn a_node_joining_after_log_compaction_catches_up_through_a_snapshot() {
         assert_eq!(targets(&cluster.client(&[4])).await.len(), 60);
     });
 }
+
+#[test]
+fn leadership_moves_away_from_a_node_before_its_maintenance() {
+    runtime().block_on(async {
+        let cluster = Cluster::start(3, &[]);
+        let leader = leader_among(&cluster, &[1, 2, 3]).await;
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuttle"))
+            .args(["cluster", "transfer-leader", "--from", &leader.to_string()])
+            .env(
+                "CUTTLE_ENDPOINTS",
+                format!(
+                    "{},{},{}",
+                    cluster.addr(1),
+                    cluster.addr(2),
+                    cluster.addr(3)
+                ),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed = String::from_utf8_lossy(&out.stdout).to_string();
+        let new_leader: u64 = printed
+            .trim()
+            .trim_start_matches("leader is now node ")
+            .parse()
+            .expect(&printed);
+        assert_ne!(new_leader, leader);
+        assert_eq!(leader_among(&cluster, &[1, 2, 3]).await, new_leader);
+        cluster
+            .client(&[1, 2, 3])
+            .write(&target("after-transfer"))
+            .await
+            .unwrap()
+            .0
+            .unwrap();
+    });
+}
+
+#[test]
+fn bad_server_flags_are_refused_with_what_would_be_right() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuttle"))
+            .arg("server")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d").display().to_string();
+    let (code, err) = run(&[
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:1",
+        "--data-dir",
+        &data,
+        "--election-timeout-min-ms",
+        "150",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("election_timeout_min_ms = 150 is shorter than two heartbeats (200 ms)"),
+        "{err}"
+    );
+    let (code, err) = run(&[
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:1",
+        "--data-dir",
+        &data,
+        "--initial-cluster",
+        "1=127.0.0.1:1,x",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(
+            "initial cluster member \"x\" is not ID=HOST:PORT (for example 1=127.0.0.1:7101)"
+        ),
+        "{err}"
+    );
+    // A config file, with a flag overriding it.
+    let file = dir.path().join("node.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "id = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = {data:?}\nheartbeat_interval_ms = 500\n"
+        ),
+    )
+    .unwrap();
+    let (code, err) = run(&[
+        "--config",
+        &file.display().to_string(),
+        "--election-timeout-min-ms",
+        "600",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("election_timeout_min_ms = 600 is shorter than two heartbeats (1000 ms)"),
+        "the file's heartbeat and the flag's timeout were both used: {err}"
+    );
+    std::fs::write(&file, "id = 1\nlisten_on = \"x\"\n").unwrap();
+    let (code, err) = run(&["--config", &file.display().to_string()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unknown field `listen_on`"), "{err}");
+}

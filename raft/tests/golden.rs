@@ -1,0 +1,128 @@
+//! Golden files: bytes written by this version of cuttle, kept in the repository, must still decode
+//! to the same values (and this version must still write the same bytes). A rolling upgrade has a
+//! newer node read what an older node wrote; when a format changes, keep the old file and its
+//! decoder, and add a new file beside it.
+//!
+//! To write missing golden files (a new format version only): `CUTTLE_BLESS=1 cargo test -p
+//! cuttle-raft --test golden`.
+
+use cuttle_raft::cluster::codec;
+use cuttle_raft::cluster::{Batch, TypeConfig};
+use cuttle_raft::sched::*;
+use openraft::{Entry, EntryPayload, LogId};
+use std::path::PathBuf;
+
+fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+/// Compares `bytes` with the golden file, or writes it under CUTTLE_BLESS when it is missing.
+fn check_golden(name: &str, bytes: &[u8]) -> Vec<u8> {
+    let path = golden(name);
+    match std::fs::read(&path) {
+        Ok(stored) => stored,
+        Err(_) if std::env::var_os("CUTTLE_BLESS").is_some() => {
+            std::fs::write(&path, bytes).expect("write golden file");
+            bytes.to_vec()
+        }
+        Err(e) => panic!(
+            "golden file {} is missing ({e}): it must be committed",
+            path.display()
+        ),
+    }
+}
+
+fn sample_batch() -> Batch {
+    let target = TargetSpec {
+        name: "web01".into(),
+        environments: vec!["Production".into()],
+        roles: vec!["web".into()],
+        tenants: vec!["acme".into()],
+        capacity: 4,
+    };
+    let task = TaskSpec {
+        project: "shop".into(),
+        release: "1.2.3".into(),
+        environment: "Production".into(),
+        tenant: Some("acme".into()),
+        concurrency_tag: Some("group".into()),
+        bypass: BypassRule {
+            default: true,
+            roles: vec![("db".into(), false)],
+            targets: vec![("web02".into(), false)],
+        },
+        hold_targets: false,
+        acquire_max_parallelism: 3,
+        steps: vec![StepSpec {
+            name: "deploy".into(),
+            roles: vec!["web".into()],
+            max_parallelism: 5,
+            package: Some("shop.zip".into()),
+            lock: Some(StepLockSpec {
+                name: "iis".into(),
+                scope: LockScope::Target,
+                capacity: 1,
+            }),
+        }],
+    };
+    Batch {
+        now_ms: 1_790_000_000_000,
+        commands: vec![
+            Command::UpsertTarget(target),
+            Command::SetSettings(SettingsPatch {
+                task_cap: Some(7),
+                ended_tasks_retained: None,
+                queued_tasks_max: Some(9),
+            }),
+            Command::SubmitTask(task),
+            Command::UnitStarted {
+                unit: UnitId(1),
+                attempt: 1,
+            },
+            Command::UnitFinished {
+                unit: UnitId(1),
+                attempt: 1,
+                exit_code: 0,
+            },
+            Command::CancelTask { task: TaskId(1) },
+            Command::AgentLost {
+                name: "web01".into(),
+            },
+            Command::RemoveTarget {
+                name: "web01".into(),
+            },
+            Command::AcquireLock(LockSpec {
+                name: "db".into(),
+                target: None,
+                capacity: 1,
+                holder: "ci".into(),
+                ttl_ms: 30_000,
+            }),
+            Command::KeepAliveLock { request: ReqId(9) },
+            Command::ReleaseLock { request: ReqId(9) },
+            Command::Tick,
+        ],
+    }
+}
+
+#[test]
+fn a_log_entry_written_by_format_1_still_decodes() {
+    let entry: Entry<TypeConfig> = Entry {
+        log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), 42),
+        payload: EntryPayload::Normal(sample_batch()),
+    };
+    let bytes = codec::encode(&entry).unwrap();
+    let stored = check_golden("log_entry_v1.bin", &bytes);
+    let decoded: Entry<TypeConfig> = codec::decode(&stored).expect("the golden log entry decodes");
+    assert_eq!(decoded.log_id, entry.log_id);
+    match (decoded.payload, entry.payload) {
+        (EntryPayload::Normal(a), EntryPayload::Normal(b)) => assert_eq!(a, b),
+        _ => panic!("payload kind changed"),
+    }
+    assert_eq!(
+        stored, bytes,
+        "this version writes log entries as format 1 did"
+    );
+}

@@ -4,8 +4,10 @@
 //! - [`simulate`]: `cuttle simulate`, a discrete-event simulator of a deployment scenario through
 //!   the real scheduling core.
 //! - [`server`]: `cuttle server`, a node of a cluster: its configuration from a file and flags.
+//! - [`bench`]: `cuttle bench cluster`, commit throughput, latency and failover time of a real cluster.
 //! - [`cluster`]: `cuttle cluster`, the operator's commands (status, add, remove, transfer-leader).
 
+pub mod bench;
 pub mod cluster;
 pub mod server;
 pub mod simulate;

@@ -36,6 +36,11 @@ enum Commands {
     /// themselves; starting the same command twice is harmless. Once the data directory holds
     /// state, it rules and --initial-cluster is ignored. Stops on SIGINT or SIGTERM.
     Server(ServerArgs),
+    /// Measure a real cluster on this machine.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Look at and change the cluster's membership.
     Cluster {
         #[command(subcommand)]
@@ -43,6 +48,13 @@ enum Commands {
         #[command(flatten)]
         endpoints: Endpoints,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Durable commits per second and latency with several client counts on a three-node loopback
+    /// cluster, and leader failover time (kill -9 of the leader until the first successful write).
+    Cluster(cuttle::bench::ClusterBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -143,6 +155,15 @@ fn main() -> ExitCode {
             }
         },
         Commands::Server(args) => match server::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                report(&error);
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
+        Commands::Bench {
+            command: BenchCommand::Cluster(args),
+        } => match cuttle::bench::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 report(&error);

@@ -310,6 +310,33 @@ fn a_node_joining_after_log_compaction_catches_up_through_a_snapshot() {
             "node 4 was brought up by a snapshot: {ping:?}"
         );
         assert_eq!(targets(&cluster.client(&[4])).await.len(), 60);
+        // Killed and restarted, node 4 starts from the snapshot on its disk and the log after it.
+        cluster.kill(4);
+        client
+            .write(&target("while-4-was-down"))
+            .await
+            .unwrap()
+            .0
+            .unwrap();
+        let leader = client.status().await.unwrap().leader_id;
+        let goal = cluster
+            .client(&[leader])
+            .ping_first()
+            .await
+            .unwrap()
+            .last_applied;
+        cluster.spawn(4, false);
+        let restarted = cluster.client(&[4]);
+        wait_for(
+            "node 4 to catch up after its restart",
+            Duration::from_secs(20),
+            || async {
+                let ping = restarted.ping_first().await.ok()?;
+                (ping.last_applied >= goal && ping.snapshot_index > 0).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(targets(&client).await.len(), 61);
     });
 }
 

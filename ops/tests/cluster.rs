@@ -453,3 +453,74 @@ fn bad_server_flags_are_refused_with_what_would_be_right() {
     assert_eq!(code, Some(1));
     assert!(err.contains("unknown field `listen_on`"), "{err}");
 }
+
+#[test]
+fn a_rolling_restart_keeps_the_cluster_serving() {
+    runtime().block_on(async {
+        let mut cluster = Cluster::start(3, &[]);
+        leader_among(&cluster, &[1, 2, 3]).await;
+        let writer = cluster.client(&[1, 2, 3]);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let load = {
+            let (stop, written) = (stop.clone(), written.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let name = format!("r{i}");
+                    if let Ok((Ok(_), _)) = writer.write(&target(&name)).await {
+                        written.lock().unwrap().push(name);
+                    }
+                    i += 1;
+                }
+            })
+        };
+        let count = || written.lock().unwrap().len();
+        for id in [1, 2, 3] {
+            // Move leadership away first, as an operator would, then stop, restart, wait.
+            let leader = leader_among(&cluster, &[1, 2, 3]).await;
+            if leader == id {
+                cluster
+                    .client(&[1, 2, 3])
+                    .transfer_leader(id)
+                    .await
+                    .expect("leadership moves");
+            }
+            cluster.stop(id);
+            let before = count();
+            let others: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != id).collect();
+            wait_for(
+                "writes while a node is down",
+                Duration::from_secs(15),
+                || async { (count() >= before + 5).then_some(()) },
+            )
+            .await;
+            cluster.spawn(id, true);
+            let goal = cluster
+                .client(&others)
+                .ping_first()
+                .await
+                .unwrap()
+                .last_applied;
+            let restarted = cluster.client(&[id]);
+            wait_for(
+                "the restarted node to catch up",
+                Duration::from_secs(20),
+                || async {
+                    (restarted.ping_first().await.ok()?.last_applied >= goal).then_some(())
+                },
+            )
+            .await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        load.await.unwrap();
+        let written = written.lock().unwrap().clone();
+        let seen = targets(&cluster.client(&[1, 2, 3])).await;
+        for name in &written {
+            assert!(
+                seen.contains(name),
+                "acknowledged write {name} lost in the rolling restart"
+            );
+        }
+    });
+}

@@ -124,6 +124,18 @@ impl Cluster {
         child.wait().expect("reap");
     }
 
+    /// SIGTERM, and waits for the node to stop.
+    pub fn stop(&mut self, id: u64) {
+        self.signal(id, "-TERM");
+        let mut child = self.nodes.get_mut(&id).unwrap().child.take().unwrap();
+        let status = child.wait().expect("reap");
+        assert!(
+            status.success(),
+            "node {id} stopped with {status}: {}",
+            self.log(id)
+        );
+    }
+
     /// SIGSTOP: the node stops answering, as behind a partition.
     pub fn pause(&mut self, id: u64) {
         self.signal(id, "-STOP");

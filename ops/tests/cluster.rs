@@ -5,7 +5,7 @@ mod support;
 
 use cuttle_raft::sched::{Command, TargetSpec};
 use std::time::Duration;
-use support::{leader_among, wait_for, Cluster};
+use support::{leader_among, wait_for, Cluster, Load};
 
 fn target(name: &str) -> Command {
     Command::UpsertTarget(TargetSpec {
@@ -187,29 +187,8 @@ fn membership_grows_to_five_and_shrinks_to_three_under_load() {
     runtime().block_on(async {
         let mut cluster = Cluster::start(3, &[]);
         leader_among(&cluster, &[1, 2, 3]).await;
-        let load_client = cluster.client(&[1, 2, 3]);
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let load = {
-            let (stop, written, failures) = (stop.clone(), written.clone(), failures.clone());
-            tokio::spawn(async move {
-                let mut i = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let name = format!("load{i}");
-                    match load_client.write(&target(&name)).await {
-                        Ok((Ok(_), _)) => written.lock().unwrap().push(name),
-                        other => failures.lock().unwrap().push(format!("{name}: {other:?}")),
-                    }
-                    i += 1;
-                }
-            })
-        };
-        let count = || written.lock().unwrap().len();
-        wait_for("the load to start", Duration::from_secs(10), || async {
-            (count() >= 5).then_some(())
-        })
-        .await;
+        let load = Load::start(cluster.client(&[1, 2, 3]), "load", target);
+        load.progress(5, "the load to start").await;
         for id in [4, 5] {
             let addr = cluster.spawn_new(id, &[]);
             let reply = cluster
@@ -228,7 +207,7 @@ fn membership_grows_to_five_and_shrinks_to_three_under_load() {
                 .count(),
             5
         );
-        let during_growth = count();
+        let during_growth = load.count();
         for id in [4, 5] {
             let reply = cluster
                 .client(&[1, 2, 3])
@@ -242,22 +221,13 @@ fn membership_grows_to_five_and_shrinks_to_three_under_load() {
             cluster.kill(id);
         }
         // The load goes on with three members again.
-        let after = count();
-        wait_for(
-            "writes to continue after shrinking",
-            Duration::from_secs(10),
-            || async { (count() >= after + 5).then_some(()) },
-        )
-        .await;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        load.await.unwrap();
+        load.progress(5, "writes to continue after shrinking").await;
+        let (written, failures) = load.finish().await;
         assert!(during_growth >= 5, "writes went on while the cluster grew");
-        let failures = failures.lock().unwrap().clone();
         assert!(
             failures.is_empty(),
             "writes failed during membership changes: {failures:?}"
         );
-        let written = written.lock().unwrap().clone();
         let seen = targets(&cluster.client(&[1, 2, 3])).await;
         for name in &written {
             assert!(seen.contains(name), "acknowledged write {name} lost");
@@ -459,23 +429,7 @@ fn a_rolling_restart_keeps_the_cluster_serving() {
     runtime().block_on(async {
         let mut cluster = Cluster::start(3, &[]);
         leader_among(&cluster, &[1, 2, 3]).await;
-        let writer = cluster.client(&[1, 2, 3]);
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-        let load = {
-            let (stop, written) = (stop.clone(), written.clone());
-            tokio::spawn(async move {
-                let mut i = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let name = format!("r{i}");
-                    if let Ok((Ok(_), _)) = writer.write(&target(&name)).await {
-                        written.lock().unwrap().push(name);
-                    }
-                    i += 1;
-                }
-            })
-        };
-        let count = || written.lock().unwrap().len();
+        let load = Load::start(cluster.client(&[1, 2, 3]), "r", target);
         for id in [1, 2, 3] {
             // Move leadership away first, as an operator would, then stop, restart, wait.
             let leader = leader_among(&cluster, &[1, 2, 3]).await;
@@ -487,14 +441,8 @@ fn a_rolling_restart_keeps_the_cluster_serving() {
                     .expect("leadership moves");
             }
             cluster.stop(id);
-            let before = count();
             let others: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != id).collect();
-            wait_for(
-                "writes while a node is down",
-                Duration::from_secs(15),
-                || async { (count() >= before + 5).then_some(()) },
-            )
-            .await;
+            load.progress(5, "writes while a node is down").await;
             cluster.spawn(id, true);
             let goal = cluster
                 .client(&others)
@@ -512,9 +460,7 @@ fn a_rolling_restart_keeps_the_cluster_serving() {
             )
             .await;
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        load.await.unwrap();
-        let written = written.lock().unwrap().clone();
+        let (written, _) = load.finish().await;
         let seen = targets(&cluster.client(&[1, 2, 3])).await;
         for name in &written {
             assert!(

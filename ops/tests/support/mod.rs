@@ -223,3 +223,70 @@ pub async fn leader_among(cluster: &Cluster, ids: &[u64]) -> u64 {
     })
     .await
 }
+
+/// Writes one new target after another through `client` until finished; remembers which writes
+/// were acknowledged and which failed.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    written: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    pub fn start(
+        client: Client,
+        prefix: &str,
+        command: fn(&str) -> cuttle_raft::sched::Command,
+    ) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, w, f, prefix) = (
+            stop.clone(),
+            written.clone(),
+            failures.clone(),
+            prefix.to_string(),
+        );
+        let task = tokio::spawn(async move {
+            let mut i = 0;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = format!("{prefix}{i}");
+                match client.write(&command(&name)).await {
+                    Ok((Ok(_), _)) => w.lock().unwrap().push(name),
+                    other => f.lock().unwrap().push(format!("{name}: {other:?}")),
+                }
+                i += 1;
+            }
+        });
+        Load {
+            stop,
+            written,
+            failures,
+            task,
+        }
+    }
+
+    /// Acknowledged writes so far.
+    pub fn count(&self) -> usize {
+        self.written.lock().unwrap().len()
+    }
+
+    /// Waits until `more` further writes were acknowledged.
+    pub async fn progress(&self, more: usize, what: &str) {
+        let goal = self.count() + more;
+        wait_for(what, Duration::from_secs(15), || async {
+            (self.count() >= goal).then_some(())
+        })
+        .await;
+    }
+
+    /// Stops; returns the acknowledged writes and the failures.
+    pub async fn finish(self) -> (Vec<String>, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("load task");
+        let written = self.written.lock().unwrap().clone();
+        let failures = self.failures.lock().unwrap().clone();
+        (written, failures)
+    }
+}

@@ -108,6 +108,27 @@ impl ClusterApi {
         ))
     }
 
+    /// The leader did not answer a forwarded request: say whether a quorum is out of reach or only
+    /// the leader is, and that the outcome of a write is unknown.
+    fn forward_failed(&self, status: Status) -> Status {
+        if !matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ) || status.message().starts_with("no quorum")
+        {
+            return status;
+        }
+        let (reachable, members) = self.peers.reachable(&self.raft);
+        if reachable * 2 <= members {
+            return self.no_quorum("the leader did not answer");
+        }
+        let leader = self.raft.metrics().borrow().current_leader.unwrap_or(0);
+        Status::unavailable(format!(
+            "leader {leader} did not answer ({}); a new leader may be being elected: a write may or may not have been applied, read before retrying",
+            status.message()
+        ))
+    }
+
     fn deadline(&self) -> tokio::time::Instant {
         tokio::time::Instant::now() + self.request_timeout
     }
@@ -314,10 +335,6 @@ where
     }
 }
 
-fn forward_error(status: Status) -> Status {
-    status
-}
-
 #[tonic::async_trait]
 impl Cluster for ClusterApi {
     async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
@@ -350,10 +367,8 @@ impl Cluster for ClusterApi {
                     return Err(Status::unavailable("this node is not the leader and the request was already forwarded once: retry"));
                 }
                 Route::Forward(mut leader) => {
-                    return leader
-                        .write(Self::mark_forwarded(message, deadline))
-                        .await
-                        .map_err(forward_error);
+                    let forwarded = leader.write(Self::mark_forwarded(message, deadline)).await;
+                    return forwarded.map_err(|status| self.forward_failed(status));
                 }
             }
             if tokio::time::Instant::now() >= deadline {
@@ -496,7 +511,8 @@ impl Cluster for ClusterApi {
                     return Err(Status::unavailable("not the leader: retry"))
                 }
                 Route::Forward(mut leader) => {
-                    return leader.read(Self::mark_forwarded(message, deadline)).await
+                    let forwarded = leader.read(Self::mark_forwarded(message, deadline)).await;
+                    return forwarded.map_err(|status| self.forward_failed(status));
                 }
             }
             if tokio::time::Instant::now() >= deadline {

@@ -470,3 +470,44 @@ fn a_rolling_restart_keeps_the_cluster_serving() {
         }
     });
 }
+
+#[test]
+fn a_follower_cut_off_with_its_leader_answers_no_quorum_too() {
+    runtime().block_on(async {
+        let mut cluster = Cluster::start(3, &["--request-timeout-ms", "2000"]);
+        let leader = leader_among(&cluster, &[1, 2, 3]).await;
+        let followers: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+        wait_for("all members healthy", Duration::from_secs(10), || async {
+            let status = cluster.client(&[followers[0]]).status().await.ok()?;
+            status.members.iter().all(|m| m.healthy).then_some(())
+        })
+        .await;
+        cluster.pause(leader);
+        cluster.pause(followers[1]);
+        let alone = followers[0];
+        let error = cluster
+            .client(&[alone])
+            .write(&target("x"))
+            .await
+            .expect_err("no write without a quorum");
+        assert!(
+            error
+                .to_string()
+                .starts_with("no quorum: 1 of 3 nodes reachable"),
+            "{error}"
+        );
+        let error = cluster
+            .client(&[alone])
+            .read("targets")
+            .await
+            .expect_err("no current read without a quorum");
+        assert!(
+            error
+                .to_string()
+                .starts_with("no quorum: 1 of 3 nodes reachable"),
+            "{error}"
+        );
+        cluster.resume(leader);
+        cluster.resume(followers[1]);
+    });
+}

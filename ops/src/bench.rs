@@ -27,6 +27,9 @@ pub struct ClusterBenchArgs {
     /// Leader kills to time.
     #[arg(long, default_value_t = 20)]
     pub failover_trials: usize,
+    /// Extra flags for every server, e.g. "--election-timeout-min-ms 300 --election-timeout-max-ms 600".
+    #[arg(long, value_name = "FLAGS", default_value = "", allow_hyphen_values = true)]
+    pub server_flags: String,
     /// Where to write the raw results as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -42,6 +45,7 @@ struct Server {
 struct Cluster {
     servers: Vec<Server>,
     initial: String,
+    flags: Vec<String>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -51,7 +55,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Cluster {
-    fn start(root: &Path) -> anyhow::Result<Cluster> {
+    fn start(root: &Path, flags: &str) -> anyhow::Result<Cluster> {
         let mut servers = Vec::new();
         for id in 1..=3 {
             let addr = format!("127.0.0.1:{}", free_port()?);
@@ -67,7 +71,8 @@ impl Cluster {
             .map(|s| format!("{}={}", s.id, s.addr))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Cluster { servers, initial };
+        let flags = flags.split_whitespace().map(str::to_string).collect();
+        let mut cluster = Cluster { servers, initial, flags };
         for index in 0..3 {
             cluster.spawn(index)?;
         }
@@ -89,6 +94,7 @@ impl Cluster {
             ])
             .arg("--data-dir")
             .arg(&server.dir)
+            .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -272,7 +278,7 @@ pub fn run(args: &ClusterBenchArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
-        let mut cluster = Cluster::start(&root)?;
+        let mut cluster = Cluster::start(&root, &args.server_flags)?;
         let (_, leader_addr) = cluster.leader().await?;
         let mut endpoints = vec![leader_addr.clone()];
         endpoints.extend(

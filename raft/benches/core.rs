@@ -2,7 +2,7 @@
 //! `docs/benchmarks.md`.
 //!
 //! ```text
-//! cargo bench -p cuttle-raft --bench core                        # everything: ~2 min, 4.3 GB RSS
+//! cargo bench -p cuttle-raft --bench core                        # everything: ~1.5 min, 3 GB RSS
 //! CUTTLE_BENCH_QUICK=1 cargo bench -p cuttle-raft --bench core   # up to 100k queued tasks
 //! CUTTLE_BENCH_CRITERION=0 cargo bench -p cuttle-raft --bench core  # skip the criterion part
 //! ```

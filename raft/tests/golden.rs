@@ -126,3 +126,58 @@ fn a_log_entry_written_by_format_1_still_decodes() {
         "this version writes log entries as format 1 did"
     );
 }
+
+/// A small state with something of everything: targets, a running task with a dispatched unit, a
+/// queued task, a client lock.
+fn sample_state() -> Scheduler {
+    let mut sched: Scheduler = Scheduler::default();
+    let mut apply = |now_ms: u64, command: Command| {
+        sched
+            .apply_one(now_ms, command)
+            .expect("sample command accepted");
+    };
+    for (now_ms, command) in sample_batch().commands.into_iter().take(3).enumerate() {
+        apply(1_000 + now_ms as u64, command);
+    }
+    let mut second = match &sample_batch().commands[2] {
+        Command::SubmitTask(task) => task.clone(),
+        _ => unreachable!(),
+    };
+    second.release = "1.2.4".into();
+    apply(2_000, Command::SubmitTask(second));
+    apply(
+        2_001,
+        Command::AcquireLock(LockSpec {
+            name: "db".into(),
+            target: None,
+            capacity: 1,
+            holder: "ci".into(),
+            ttl_ms: 30_000,
+        }),
+    );
+    sched
+}
+
+#[test]
+fn a_snapshot_written_by_this_format_still_decodes() {
+    let state = sample_state();
+    assert!(
+        state.queued_tasks() + state.running_tasks() >= 2,
+        "the sample has tasks"
+    );
+    let bytes = state.snapshot().unwrap();
+    let name = format!(
+        "snapshot_v{}.bin",
+        cuttle_raft::sched::snapshot::SNAPSHOT_FORMAT_VERSION
+    );
+    let stored = check_golden(&name, &bytes);
+    let restored = Scheduler::restore(&stored).expect("the golden snapshot decodes");
+    assert_eq!(
+        restored, state,
+        "the golden snapshot restores the same state"
+    );
+    assert_eq!(
+        stored, bytes,
+        "this version writes snapshots as the golden file"
+    );
+}

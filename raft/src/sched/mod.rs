@@ -60,18 +60,30 @@
 
 pub mod client_locks;
 pub mod command;
+mod dense;
 pub mod explain;
 pub mod ids;
 pub mod lock;
+mod names;
+mod processes;
+#[cfg(test)]
+mod random_state;
 pub mod reference;
 pub mod snapshot;
+mod snapshot_decode;
+mod snapshot_encode;
 pub mod state;
 pub mod table;
+mod table_audit;
+mod table_decode;
+mod table_serde;
+mod table_store;
 mod targets;
 mod tasks;
 mod units;
 mod validate;
 pub mod vars;
+mod wire;
 
 pub use command::*;
 pub use explain::{Holder, Wait};

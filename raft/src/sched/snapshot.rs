@@ -1,7 +1,9 @@
 //! The snapshot encoding of the whole state: a magic string, a format version, and the state in
 //! bincode 2 (standard configuration). A reader refuses a version it does not know instead of
-//! misreading it.
+//! misreading it. The body is written by `snapshot_encode.rs` and read by `snapshot_decode.rs`: the
+//! same bytes as bincode's serde encoder writes for the state and its decoder reads, faster.
 
+use crate::sched::snapshot_decode::In;
 use crate::sched::state::Scheduler;
 use crate::sched::table::FifoLockTable;
 
@@ -39,7 +41,7 @@ impl Scheduler<FifoLockTable> {
         let mut bytes = Vec::with_capacity(1 << 16);
         bytes.extend_from_slice(SNAPSHOT_MAGIC);
         bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
-        bincode::serde::encode_into_std_write(self, &mut bytes, bincode::config::standard())
+        self.encode_into(&mut bytes)
             .map_err(|e| SnapshotError::Encode(e.to_string()))?;
         Ok(bytes)
     }
@@ -56,11 +58,11 @@ impl Scheduler<FifoLockTable> {
         if found != SNAPSHOT_FORMAT_VERSION {
             return Err(SnapshotError::UnsupportedVersion { found });
         }
-        let (state, read) = bincode::serde::decode_from_slice::<Scheduler, _>(
-            &body[2..],
-            bincode::config::standard(),
-        )
-        .map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let mut input = In::new(&body[2..]);
+        let state = input
+            .scheduler()
+            .map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let read = input.read();
         if read != body.len() - 2 {
             return Err(SnapshotError::TrailingBytes(body.len() - 2 - read));
         }

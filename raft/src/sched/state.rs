@@ -7,8 +7,10 @@
 use crate::sched::command::{
     Command, Event, Input, Rejection, Settings, TaskOutcome, UnitKind, UnitOutcome,
 };
+use crate::sched::dense::DenseMap;
 use crate::sched::ids::{FencingToken, ReqId, Sym, Symbols, TargetId, TaskId, UnitId};
 use crate::sched::lock::LockTable;
+use crate::sched::processes::ProcessIds;
 use crate::sched::table::FifoLockTable;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -104,6 +106,7 @@ pub struct Task {
     /// The project.
     pub project: Sym,
     /// The release.
+    #[serde(deserialize_with = "crate::sched::wire::boxed_str")]
     pub release: Box<str>,
     /// The environment.
     pub environment: Sym,
@@ -191,6 +194,7 @@ pub struct ClientLock {
     /// The target of a target-scoped lock.
     pub target: Option<TargetId>,
     /// Who asked.
+    #[serde(deserialize_with = "crate::sched::wire::boxed_str")]
     pub holder: Box<str>,
     /// The lease length.
     pub ttl_ms: u64,
@@ -233,18 +237,20 @@ pub struct Scheduler<L = FifoLockTable> {
     pub(crate) next_unit: u64,
     pub(crate) next_token: u64,
     pub(crate) next_target: u32,
-    pub(crate) targets: BTreeMap<TargetId, Target>,
+    pub(crate) targets: DenseMap<TargetId, Target>,
     pub(crate) target_by_name: BTreeMap<Sym, TargetId>,
     /// (environment, role) -> targets, for planning.
     pub(crate) targets_by_env_role: BTreeSet<(Sym, Sym, TargetId)>,
     /// Units waiting or holding on each target.
     pub(crate) target_units: BTreeSet<(TargetId, UnitId)>,
-    pub(crate) processes: BTreeMap<u32, Process>,
-    pub(crate) process_ids: BTreeMap<Vec<Step>, u32>,
+    pub(crate) processes: DenseMap<u32, Process>,
+    pub(crate) process_ids: ProcessIds,
     pub(crate) next_process: u32,
-    pub(crate) tasks: BTreeMap<TaskId, Task>,
-    pub(crate) units: BTreeMap<UnitId, Unit>,
-    pub(crate) owners: BTreeMap<ReqId, Owner>,
+    /// Tasks by id, boxed so that an id whose neighbours are gone keeps only a pointer's worth of
+    /// its page alive (see [`DenseMap`]).
+    pub(crate) tasks: DenseMap<TaskId, Box<Task>>,
+    pub(crate) units: DenseMap<UnitId, Unit>,
+    pub(crate) owners: DenseMap<ReqId, Owner>,
     pub(crate) client_locks: BTreeMap<ReqId, ClientLock>,
     pub(crate) named_locks: BTreeMap<Sym, NamedLockUse>,
     pub(crate) lease_expiry: BTreeSet<(u64, ReqId)>,
@@ -272,16 +278,16 @@ impl<L: LockTable + Default> Scheduler<L> {
             next_unit: 1,
             next_token: 1,
             next_target: 0,
-            targets: BTreeMap::new(),
+            targets: DenseMap::new(),
             target_by_name: BTreeMap::new(),
             targets_by_env_role: BTreeSet::new(),
             target_units: BTreeSet::new(),
-            processes: BTreeMap::new(),
-            process_ids: BTreeMap::new(),
+            processes: DenseMap::new(),
+            process_ids: ProcessIds::default(),
             next_process: 0,
-            tasks: BTreeMap::new(),
-            units: BTreeMap::new(),
-            owners: BTreeMap::new(),
+            tasks: DenseMap::new(),
+            units: DenseMap::new(),
+            owners: DenseMap::new(),
             client_locks: BTreeMap::new(),
             named_locks: BTreeMap::new(),
             lease_expiry: BTreeSet::new(),
@@ -384,12 +390,12 @@ impl<L: LockTable> Scheduler<L> {
 
     /// A task.
     pub fn task(&self, id: TaskId) -> Option<&Task> {
-        self.tasks.get(&id)
+        self.tasks.get(&id).map(|t| &**t)
     }
 
     /// All tasks the state remembers, by id.
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
-        self.tasks.values()
+        self.tasks.values().map(|t| &**t)
     }
 
     /// A unit.
@@ -416,7 +422,7 @@ impl<L: LockTable> Scheduler<L> {
 
     /// All targets.
     pub fn targets(&self) -> impl Iterator<Item = (TargetId, &Target)> {
-        self.targets.iter().map(|(id, t)| (*id, t))
+        self.targets.iter()
     }
 
     /// A process.
@@ -452,6 +458,11 @@ impl<L: LockTable> Scheduler<L> {
 
 /// Checks a name: not empty, printable, not too long.
 pub(crate) fn check_name(field: &str, name: &str) -> Result<(), Rejection> {
+    check_name_at(name, || field.to_string())
+}
+
+/// [`check_name`] for a field whose name is built (`steps[3].name`): built only on failure.
+pub(crate) fn check_name_at(name: &str, field: impl FnOnce() -> String) -> Result<(), Rejection> {
     let problem = if name.is_empty() {
         "is empty; give a name".to_string()
     } else if name.len() > crate::sched::ids::NAME_BYTES_MAX {
@@ -460,13 +471,14 @@ pub(crate) fn check_name(field: &str, name: &str) -> Result<(), Rejection> {
             name.len(),
             crate::sched::ids::NAME_BYTES_MAX
         )
-    } else if name.chars().any(char::is_control) {
+    } else if !name.bytes().all(|b| (0x20..0x7f).contains(&b)) && name.chars().any(char::is_control)
+    {
         "contains a control character; use printable characters".to_string()
     } else {
         return Ok(());
     };
     Err(Rejection::Invalid {
-        field: field.into(),
+        field: field(),
         problem: format!("{name:?} {problem}"),
     })
 }

@@ -10,77 +10,175 @@
 //! higher ranks' queues), which dirties those locks in turn. Dirty locks are recomputed lowest rank
 //! first; since a request's membership at rank `r` depends only on ranks below `r`, this reaches the
 //! same fixed point as [`crate::sched::reference::ReferenceLockTable`].
+//!
+//! # Why the order of work does not matter
+//! The flags of a lock are a function of its holders, its capacity and its queue; its queue at rank
+//! `r` is a function of the flags at ranks below `r`. So the state at rest is unique, however the
+//! work is ordered, provided that every lock whose flags may be stale is dirty. Recomputing a lock of
+//! rank `r` only moves requests into or out of queues of rank above `r`, so the dirty locks of one
+//! rank may be taken in any order (they are taken last-marked first). Two shortcuts keep flags up
+//! to date without a recomputation, so the lock need not be marked:
+//! - entering a lock that is not dirty (its flags are up to date): if its queue was empty, the new
+//!   entry is admissible exactly when it fits beside the holders; if the new entry goes to the tail
+//!   behind an entry that is not admissible, it is not admissible either, and no other flag moves;
+//! - granting: an admissible entry moves from the queue to the holders with its weight, so the
+//!   entries after it see the same weight ahead of them, and those before it still fit (it fitted
+//!   after them).
+//!
+//! # Representation
+//! Locks live in a slab (`Vec<Lock>` with a free list) and are named inside the table by their
+//! slot, a [`LockId`]: claims, queues and the dirty lists hold ids, so following a claim to its
+//! lock is one indexed load. The key of a lock is looked up (in [`LockIndex`]) only when a request
+//! is made or a lock is asked about by key. Requests are in a [`DenseMap`] by id. The records are
+//! in `table_store.rs`; the snapshot encoding, which is exactly that of the earlier B-tree
+//! representation, is in `table_serde.rs`.
 
+use crate::sched::dense::DenseMap;
 use crate::sched::ids::ReqId;
 use crate::sched::lock::{ClaimSpec, LockKey, LockTable, Mode, Stuck};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::sched::table_store::{
+    Claim, Claims, Entry, Lock, LockId, LockIndex, Request, LOCK_IDS_MAX,
+};
+use std::collections::BTreeSet;
 
 /// Most claims one request may hold (a whole-task hold claims each of its targets).
 pub const CLAIMS_PER_REQUEST_MAX: usize = 4_096;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Entry {
-    mode: Mode,
-    /// Index of the claim in its request.
-    claim: u16,
-    admissible: bool,
+/// Number of lock ranks (see [`LockKey::rank`]).
+pub(crate) const RANKS: usize = 6;
+
+/// Dirty locks, one list per rank.
+pub(crate) type Dirty = [Vec<LockId>; RANKS];
+
+/// The production lock table. See the module documentation.
+#[derive(Clone, Debug, Default)]
+pub struct FifoLockTable {
+    pub(crate) locks: Vec<Lock>,
+    /// Free slots of `locks`, reused last-freed first.
+    pub(crate) free: Vec<LockId>,
+    pub(crate) index: LockIndex,
+    pub(crate) requests: DenseMap<ReqId, Request>,
+    /// Waiting requests admissible on every claim.
+    pub(crate) candidates: BTreeSet<ReqId>,
+    /// Locks to recompute, by rank; a lock is listed at most once (its `dirty` flag).
+    pub(crate) dirty: Dirty,
+    pub(crate) last_id: Option<ReqId>,
+    /// Scratch space for `recompute`, kept to avoid an allocation per call.
+    pub(crate) changes: Vec<(ReqId, u16, bool)>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Lock {
-    capacity: u32,
-    /// Requests (waiting or held) that name this lock; the lock is dropped at zero.
-    refs: u32,
-    held_weight: u64,
-    held_exclusive: bool,
-    holders: BTreeMap<ReqId, Mode>,
-    queue: BTreeMap<ReqId, Entry>,
-    /// Number of queue entries flagged admissible (always a prefix of the queue).
-    flagged: u32,
-}
-
-impl Lock {
-    fn new(capacity: u32) -> Lock {
-        Lock {
-            capacity,
-            refs: 0,
-            held_weight: 0,
-            held_exclusive: false,
-            holders: BTreeMap::new(),
-            queue: BTreeMap::new(),
-            flagged: 0,
-        }
+pub(crate) fn mark_dirty(dirty: &mut Dirty, lock: &mut Lock, id: LockId) {
+    if !lock.dirty {
+        lock.dirty = true;
+        dirty[lock.key().rank() as usize].push(id);
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Claim {
-    lock: LockKey,
-    mode: Mode,
+/// Whether a request is a grant candidate: waiting, entered everywhere, admissible everywhere.
+fn is_candidate(request: &Request) -> bool {
+    !request.held
+        && request.entered as usize == request.claims.len()
+        && request.admissible == request.entered
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Request {
-    /// Sorted by lock key, which sorts them by rank.
-    claims: Vec<Claim>,
-    /// `claims[..entered]` are in their locks' queues.
-    entered: u16,
-    /// How many entered claims are flagged admissible.
-    admissible: u16,
-    held: bool,
+/// Takes `id` out of the queues of `claims[keep..entered]`.
+fn withdraw_from(
+    request: &mut Request,
+    id: ReqId,
+    keep: u16,
+    locks: &mut [Lock],
+    dirty: &mut Dirty,
+) {
+    for claim in &request.claims[keep as usize..request.entered as usize] {
+        let lock = &mut locks[claim.lock().slot()];
+        let entry = lock.queue.remove(id).expect("entered claim is queued");
+        if entry.admissible {
+            lock.flagged -= 1;
+            request.admissible -= 1;
+        }
+        mark_dirty(dirty, lock, claim.lock());
+    }
+    request.entered = request.entered.min(keep);
 }
 
-/// The production lock table. See the module documentation.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FifoLockTable {
-    locks: BTreeMap<LockKey, Lock>,
-    requests: BTreeMap<ReqId, Request>,
-    /// Waiting requests admissible on every claim.
-    candidates: BTreeSet<ReqId>,
-    /// Locks to recompute; `LockKey` orders by rank, so the lowest rank comes first.
-    dirty: BTreeSet<LockKey>,
-    last_id: Option<ReqId>,
+/// Whether an entry of `weight` (see [`pack`](crate::sched::table_store::pack)) fits a lock with
+/// nothing queued ahead of it.
+fn fits_alone(lock: &Lock, weight: u32) -> bool {
+    match weight {
+        0 => lock.held_weight == 0 && !lock.held_exclusive,
+        w => !lock.held_exclusive && lock.held_weight + u64::from(w) <= u64::from(lock.capacity),
+    }
+}
+
+/// Enters request `id` into a lock's queue; returns whether the entry is admissible.
+///
+/// A lock that is not dirty has correct flags. Then the new entry's flag is known at once when the
+/// queue was empty (it is admissible if it fits beside the holders) or when it goes to the tail
+/// behind an entry that is not admissible (it is not admissible either), and the flags of the
+/// others do not change. Otherwise the entry starts not admissible and the lock is marked dirty.
+fn enter(lock: &mut Lock, lock_id: LockId, id: ReqId, entry: Entry, dirty: &mut Dirty) -> bool {
+    if !lock.dirty {
+        if lock.queue.is_empty() {
+            let admissible = fits_alone(lock, entry.weight);
+            lock.queue.insert(
+                id,
+                Entry {
+                    admissible,
+                    ..entry
+                },
+            );
+            lock.flagged = u32::from(admissible);
+            return admissible;
+        }
+        let behind_a_waiter = (lock.flagged as usize) < lock.queue.len()
+            && lock.queue.last_id().is_some_and(|last| last < id);
+        if behind_a_waiter {
+            lock.queue.insert(id, entry);
+            return false;
+        }
+    }
+    let previous = lock.queue.insert(id, entry);
+    debug_assert!(previous.is_none());
+    mark_dirty(dirty, lock, lock_id);
+    false
+}
+
+/// Moves a request whose entered claims are all admissible on to its next rank (and on, while it
+/// is admissible at once on all of a rank's claims), or makes it a grant candidate when it has
+/// entered everything.
+fn advance(
+    request: &mut Request,
+    id: ReqId,
+    locks: &mut [Lock],
+    dirty: &mut Dirty,
+    candidates: &mut BTreeSet<ReqId>,
+) {
+    loop {
+        debug_assert_eq!(request.admissible, request.entered);
+        let start = request.entered as usize;
+        if start == request.claims.len() {
+            candidates.insert(id);
+            return;
+        }
+        let rank = request.claims[start].rank();
+        let end = start + request.claims[start..].partition_point(|c| c.rank() == rank);
+        for index in start..end {
+            let claim = request.claims[index];
+            let entry = Entry {
+                weight: claim.weight,
+                claim: index as u16,
+                admissible: false,
+            };
+            let lock = &mut locks[claim.lock().slot()];
+            if enter(lock, claim.lock(), id, entry, dirty) {
+                request.admissible += 1;
+            }
+        }
+        request.entered = end as u16;
+        if request.admissible != request.entered {
+            return;
+        }
+    }
 }
 
 impl FifoLockTable {
@@ -89,24 +187,35 @@ impl FifoLockTable {
         FifoLockTable::default()
     }
 
+    /// Number of locks in use.
+    pub(crate) fn live_locks(&self) -> usize {
+        self.locks.len() - self.free.len()
+    }
+
     fn process_dirty(&mut self) {
-        while let Some(key) = self.dirty.pop_first() {
-            self.recompute(key);
+        while let Some(list) = self.dirty.iter_mut().find(|list| !list.is_empty()) {
+            let id = list.pop().expect("not empty");
+            self.locks[id.slot()].dirty = false;
+            self.recompute(id);
         }
     }
 
     /// Recomputes the admissible prefix of one lock and applies the flag changes.
-    fn recompute(&mut self, key: LockKey) {
-        let Some(lock) = self.locks.get_mut(&key) else {
+    fn recompute(&mut self, id: LockId) {
+        let lock = &mut self.locks[id.slot()];
+        if lock.queue.is_empty() {
             return;
-        };
-        let mut changes: Vec<(ReqId, u16, bool)> = Vec::new();
+        }
+        let changes = &mut self.changes;
+        debug_assert!(changes.is_empty());
+        let capacity = u64::from(lock.capacity);
         let mut weight = lock.held_weight;
         let mut exclusive = lock.held_exclusive;
         let mut open = true;
         let mut flagged_seen: u32 = 0;
         let flagged_before = lock.flagged;
-        for (id, entry) in lock.queue.iter_mut() {
+        let mut flagged = lock.flagged;
+        for (request, entry) in lock.queue.iter_mut() {
             if !open && flagged_seen == flagged_before {
                 break;
             }
@@ -114,16 +223,14 @@ impl FifoLockTable {
                 flagged_seen += 1;
             }
             let admissible = open
-                && match entry.mode {
-                    Mode::Exclusive => weight == 0 && !exclusive,
-                    Mode::Shared(w) => {
-                        !exclusive && weight + u64::from(w) <= u64::from(lock.capacity)
-                    }
+                && match entry.weight {
+                    0 => weight == 0 && !exclusive,
+                    w => !exclusive && weight + u64::from(w) <= capacity,
                 };
             if admissible {
-                match entry.mode {
-                    Mode::Exclusive => exclusive = true,
-                    Mode::Shared(w) => weight += u64::from(w),
+                match entry.weight {
+                    0 => exclusive = true,
+                    w => weight += u64::from(w),
                 }
             } else {
                 open = false;
@@ -131,17 +238,21 @@ impl FifoLockTable {
             if admissible != entry.admissible {
                 entry.admissible = admissible;
                 if admissible {
-                    lock.flagged += 1;
+                    flagged += 1;
                 } else {
-                    lock.flagged -= 1;
+                    flagged -= 1;
                 }
-                changes.push((*id, entry.claim, admissible));
+                changes.push((request, entry.claim, admissible));
             }
         }
+        lock.flagged = flagged;
         debug_assert!(lock.flagged as usize <= lock.queue.len());
-        for (id, claim, admissible) in changes {
-            self.on_flag(id, claim, admissible);
+        // Flag changes only move requests at higher ranks, never recompute: `changes` stays ours.
+        for i in 0..self.changes.len() {
+            let (request, claim, admissible) = self.changes[i];
+            self.on_flag(request, claim, admissible);
         }
+        self.changes.clear();
     }
 
     fn on_flag(&mut self, id: ReqId, claim: u16, admissible: bool) {
@@ -151,75 +262,75 @@ impl FifoLockTable {
             request.admissible += 1;
             debug_assert!(request.admissible <= request.entered);
             if request.admissible == request.entered {
-                self.advance(id);
+                advance(
+                    request,
+                    id,
+                    &mut self.locks,
+                    &mut self.dirty,
+                    &mut self.candidates,
+                );
             }
             return;
+        }
+        if is_candidate(request) {
+            self.candidates.remove(&id);
         }
         request.admissible -= 1;
-        self.candidates.remove(&id);
-        let rank = request.claims[claim as usize].lock.rank();
-        let keep = request.claims.partition_point(|c| c.lock.rank() <= rank) as u16;
-        self.withdraw_from(id, keep);
+        let rank = request.claims[claim as usize].rank();
+        let keep = request.claims.partition_point(|c| c.rank() <= rank) as u16;
+        withdraw_from(request, id, keep, &mut self.locks, &mut self.dirty);
     }
 
-    /// Takes `id` out of the queues of `claims[keep..entered]`.
-    fn withdraw_from(&mut self, id: ReqId, keep: u16) {
-        let request = self.requests.get_mut(&id).expect("request exists");
-        for claim in &request.claims[keep as usize..request.entered as usize] {
-            let lock = self
-                .locks
-                .get_mut(&claim.lock)
-                .expect("claimed lock exists");
-            let entry = lock.queue.remove(&id).expect("entered claim is queued");
-            if entry.admissible {
-                lock.flagged -= 1;
-                request.admissible -= 1;
+    /// A slot for a new lock: the last freed one, or a new one.
+    fn new_lock(&mut self, key: LockKey, capacity: u32) -> LockId {
+        let id = match self.free.pop() {
+            Some(id) => {
+                let lock = &mut self.locks[id.slot()];
+                debug_assert!(lock.key.is_none() && lock.refs == 0);
+                lock.key = Some(key);
+                lock.capacity = capacity;
+                id
             }
-            self.dirty.insert(claim.lock);
-        }
-        request.entered = request.entered.min(keep);
+            None => {
+                let slot = u32::try_from(self.locks.len()).unwrap_or(u32::MAX);
+                assert!(slot < LOCK_IDS_MAX, "fewer than 2^29 locks");
+                let id = LockId(slot);
+                self.locks.push(Lock::new(key, capacity));
+                id
+            }
+        };
+        self.index.insert(key, id);
+        id
     }
 
-    /// Moves a request whose entered claims are all admissible to its next rank, or makes it a
-    /// grant candidate when it has entered everything.
-    fn advance(&mut self, id: ReqId) {
-        let request = self.requests.get_mut(&id).expect("request exists");
-        debug_assert_eq!(request.admissible, request.entered);
-        let start = request.entered as usize;
-        if start == request.claims.len() {
-            self.candidates.insert(id);
+    fn unref(&mut self, id: LockId) {
+        let lock = &mut self.locks[id.slot()];
+        lock.refs -= 1;
+        if lock.refs > 0 {
             return;
         }
-        let rank = request.claims[start].lock.rank();
-        let end = start + request.claims[start..].partition_point(|c| c.lock.rank() == rank);
-        for (index, claim) in request.claims.iter().enumerate().take(end).skip(start) {
-            let lock = self
-                .locks
-                .get_mut(&claim.lock)
-                .expect("claimed lock exists");
-            let entry = Entry {
-                mode: claim.mode,
-                claim: index as u16,
-                admissible: false,
-            };
-            let previous = lock.queue.insert(id, entry);
-            debug_assert!(previous.is_none());
-            self.dirty.insert(claim.lock);
+        let key = lock.key();
+        assert!(
+            lock.holders.is_empty() && lock.queue.is_empty(),
+            "unreferenced lock {key:?} in use"
+        );
+        if lock.dirty {
+            let list = &mut self.dirty[key.rank() as usize];
+            let at = list.iter().position(|d| *d == id).expect("dirty is listed");
+            list.swap_remove(at);
         }
-        request.entered = end as u16;
-    }
-
-    fn unref(&mut self, key: LockKey) {
-        let lock = self.locks.get_mut(&key).expect("claimed lock exists");
-        lock.refs -= 1;
-        if lock.refs == 0 {
-            assert!(
-                lock.holders.is_empty() && lock.queue.is_empty(),
-                "unreferenced lock {key:?} in use"
-            );
-            self.locks.remove(&key);
-            self.dirty.remove(&key);
-        }
+        // Keep small buffers for the next lock in this slot; drop large ones.
+        let mut holders = std::mem::take(&mut lock.holders);
+        let mut queue = std::mem::take(&mut lock.queue);
+        holders.clear();
+        queue.clear();
+        *lock = Lock {
+            holders,
+            queue,
+            ..Lock::default()
+        };
+        self.index.remove(key);
+        self.free.push(id);
     }
 
     fn grant(&mut self, id: ReqId) {
@@ -230,24 +341,21 @@ impl FifoLockTable {
         request.held = true;
         request.entered = 0;
         request.admissible = 0;
-        for claim in &request.claims {
-            let lock = self
-                .locks
-                .get_mut(&claim.lock)
-                .expect("claimed lock exists");
-            let entry = lock.queue.remove(&id).expect("candidate is queued");
+        for claim in request.claims.iter() {
+            let lock = &mut self.locks[claim.lock().slot()];
+            let entry = lock.queue.remove(id).expect("candidate is queued");
             assert!(
                 entry.admissible,
                 "candidate {id:?} not admissible on {:?}",
-                claim.lock
+                lock.key
             );
             lock.flagged -= 1;
-            match claim.mode {
+            match claim.mode() {
                 Mode::Exclusive => {
                     assert!(
                         lock.holders.is_empty(),
                         "exclusive grant on held lock {:?}",
-                        claim.lock
+                        lock.key
                     );
                     lock.held_exclusive = true;
                 }
@@ -255,118 +363,20 @@ impl FifoLockTable {
                     assert!(
                         !lock.held_exclusive,
                         "shared grant on exclusively held {:?}",
-                        claim.lock
+                        lock.key
                     );
                     lock.held_weight += u64::from(w);
                     assert!(
                         lock.held_weight <= u64::from(lock.capacity),
                         "grant above capacity on {:?}",
-                        claim.lock
+                        lock.key
                     );
                 }
             }
-            lock.holders.insert(id, claim.mode);
-            self.dirty.insert(claim.lock);
+            // Moving an admissible entry to the holders changes no other flag: the entries before
+            // it still fit (it fitted after them), and those after it see the same weight ahead.
+            lock.holders.insert(id, claim.mode());
         }
-    }
-
-    /// Recomputes every flag from scratch and checks the incremental state against it. For tests.
-    pub fn audit(&self) -> Result<(), String> {
-        if !self.dirty.is_empty() {
-            return Err(format!("dirty locks at rest: {:?}", self.dirty));
-        }
-        for (key, lock) in &self.locks {
-            let mut weight = 0u64;
-            let mut exclusive = false;
-            for (id, mode) in &lock.holders {
-                let request = self
-                    .requests
-                    .get(id)
-                    .ok_or(format!("holder {id:?} unknown"))?;
-                if !request.held {
-                    return Err(format!("holder {id:?} of {key:?} not marked held"));
-                }
-                match mode {
-                    Mode::Exclusive => exclusive = true,
-                    Mode::Shared(w) => weight += u64::from(*w),
-                }
-            }
-            if exclusive && lock.holders.len() != 1 {
-                return Err(format!("{key:?} held exclusively with other holders"));
-            }
-            if weight != lock.held_weight || exclusive != lock.held_exclusive {
-                return Err(format!("{key:?} held weight out of step"));
-            }
-            let mut open = true;
-            let mut flagged = 0;
-            for (id, entry) in &lock.queue {
-                let admissible = open
-                    && match entry.mode {
-                        Mode::Exclusive => weight == 0 && !exclusive,
-                        Mode::Shared(w) => {
-                            !exclusive && weight + u64::from(w) <= u64::from(lock.capacity)
-                        }
-                    };
-                if admissible {
-                    flagged += 1;
-                    match entry.mode {
-                        Mode::Exclusive => exclusive = true,
-                        Mode::Shared(w) => weight += u64::from(w),
-                    }
-                } else {
-                    open = false;
-                }
-                if admissible != entry.admissible {
-                    return Err(format!(
-                        "{key:?}: flag of {id:?} is {} not {admissible}",
-                        entry.admissible
-                    ));
-                }
-            }
-            if flagged != lock.flagged {
-                return Err(format!("{key:?}: flagged count out of step"));
-            }
-        }
-        for (id, request) in &self.requests {
-            if request.held {
-                continue;
-            }
-            let mut admissible = 0;
-            for claim in &request.claims[..request.entered as usize] {
-                let entry = self.locks[&claim.lock]
-                    .queue
-                    .get(id)
-                    .ok_or(format!("{id:?} not queued"))?;
-                admissible += u16::from(entry.admissible);
-            }
-            for claim in &request.claims[request.entered as usize..] {
-                if self.locks[&claim.lock].queue.contains_key(id) {
-                    return Err(format!(
-                        "{id:?} queued on {:?} before entering it",
-                        claim.lock
-                    ));
-                }
-            }
-            if admissible != request.admissible {
-                return Err(format!("{id:?}: admissible count out of step"));
-            }
-            let entered_all = request.entered as usize == request.claims.len();
-            let group_done = request.entered == 0
-                || request.entered as usize == request.claims.len()
-                || request.claims[request.entered as usize - 1].lock.rank()
-                    != request.claims[request.entered as usize].lock.rank();
-            if !group_done {
-                return Err(format!("{id:?} entered half a rank"));
-            }
-            if admissible == request.entered && !entered_all {
-                return Err(format!("{id:?} admissible so far but did not advance"));
-            }
-            let candidate = entered_all && admissible == request.entered;
-            if candidate != self.candidates.contains(id) {
-                return Err(format!("{id:?}: candidate set out of step"));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -378,37 +388,49 @@ impl LockTable for FifoLockTable {
         );
         assert!(!claims.is_empty() && claims.len() <= CLAIMS_PER_REQUEST_MAX);
         self.last_id = Some(id);
-        let mut sorted: Vec<Claim> = claims
-            .iter()
-            .map(|c| Claim {
-                lock: c.lock,
-                mode: c.mode,
-            })
-            .collect();
-        sorted.sort_by_key(|c| c.lock);
-        assert!(
-            sorted.windows(2).all(|w| w[0].lock != w[1].lock),
-            "a request names a lock twice"
-        );
-        for spec in claims {
+        let sorted_copy;
+        let specs = if claims.windows(2).all(|w| w[0].lock < w[1].lock) {
+            claims
+        } else {
+            let mut copy = claims.to_vec();
+            copy.sort_by_key(|c| c.lock);
+            assert!(
+                copy.windows(2).all(|w| w[0].lock != w[1].lock),
+                "a request names a lock twice"
+            );
+            sorted_copy = copy;
+            &sorted_copy[..]
+        };
+        for spec in specs {
             if let Mode::Shared(w) = spec.mode {
                 assert!(w > 0, "a shared claim weighs at least 1");
             }
-            self.locks
-                .entry(spec.lock)
-                .or_insert_with(|| Lock::new(spec.capacity))
-                .refs += 1;
         }
-        self.requests.insert(
+        let claims: Claims = specs
+            .iter()
+            .map(|spec| {
+                let lock = match self.index.get(spec.lock) {
+                    Some(lock) => lock,
+                    None => self.new_lock(spec.lock, spec.capacity),
+                };
+                self.locks[lock.slot()].refs += 1;
+                Claim::new(lock, spec.lock.rank(), spec.mode)
+            })
+            .collect();
+        let mut request = Request {
+            claims,
+            entered: 0,
+            admissible: 0,
+            held: false,
+        };
+        advance(
+            &mut request,
             id,
-            Request {
-                claims: sorted,
-                entered: 0,
-                admissible: 0,
-                held: false,
-            },
+            &mut self.locks,
+            &mut self.dirty,
+            &mut self.candidates,
         );
-        self.advance(id);
+        self.requests.insert(id, request);
     }
 
     fn cancel(&mut self, id: ReqId) {
@@ -417,11 +439,13 @@ impl LockTable for FifoLockTable {
             .get(&id)
             .expect("cancel of an unknown request");
         assert!(!request.held, "cancel of a granted request: release it");
-        self.withdraw_from(id, 0);
-        self.candidates.remove(&id);
-        let request = self.requests.remove(&id).expect("request exists");
-        for claim in &request.claims {
-            self.unref(claim.lock);
+        let mut request = self.requests.remove(&id).expect("request exists");
+        if is_candidate(&request) {
+            self.candidates.remove(&id);
+        }
+        withdraw_from(&mut request, id, 0, &mut self.locks, &mut self.dirty);
+        for claim in request.claims.iter() {
+            self.unref(claim.lock());
         }
     }
 
@@ -431,26 +455,24 @@ impl LockTable for FifoLockTable {
             .remove(&id)
             .expect("release of an unknown request");
         assert!(request.held, "release of a waiting request: cancel it");
-        for claim in &request.claims {
-            let lock = self
-                .locks
-                .get_mut(&claim.lock)
-                .expect("claimed lock exists");
-            let mode = lock.holders.remove(&id).expect("holder is recorded");
+        for claim in request.claims.iter() {
+            let lock = &mut self.locks[claim.lock().slot()];
+            let mode = lock.holders.remove(id).expect("holder is recorded");
             match mode {
                 Mode::Exclusive => lock.held_exclusive = false,
                 Mode::Shared(w) => lock.held_weight -= u64::from(w),
             }
-            self.dirty.insert(claim.lock);
-            self.unref(claim.lock);
+            mark_dirty(&mut self.dirty, lock, claim.lock());
+            self.unref(claim.lock());
         }
     }
 
     fn set_capacity(&mut self, key: LockKey, capacity: u32) {
-        if let Some(lock) = self.locks.get_mut(&key) {
+        if let Some(id) = self.index.get(key) {
+            let lock = &mut self.locks[id.slot()];
             if lock.capacity != capacity {
                 lock.capacity = capacity;
-                self.dirty.insert(key);
+                mark_dirty(&mut self.dirty, lock, id);
             }
         }
     }
@@ -472,20 +494,26 @@ impl LockTable for FifoLockTable {
     }
 
     fn capacity(&self, key: LockKey) -> Option<u32> {
-        self.locks.get(&key).map(|l| l.capacity)
+        self.index.get(key).map(|id| self.locks[id.slot()].capacity)
     }
 
     fn holders(&self, key: LockKey) -> Vec<(ReqId, Mode)> {
-        self.locks
-            .get(&key)
-            .map(|l| l.holders.iter().map(|(i, m)| (*i, *m)).collect())
+        self.index
+            .get(key)
+            .map(|id| {
+                let lock = &self.locks[id.slot()];
+                lock.holders.iter().map(|(i, m)| (i, *m)).collect()
+            })
             .unwrap_or_default()
     }
 
     fn queue(&self, key: LockKey) -> Vec<(ReqId, Mode)> {
-        self.locks
-            .get(&key)
-            .map(|l| l.queue.iter().map(|(i, e)| (*i, e.mode)).collect())
+        self.index
+            .get(key)
+            .map(|id| {
+                let lock = &self.locks[id.slot()];
+                lock.queue.iter().map(|(i, e)| (i, e.mode())).collect()
+            })
             .unwrap_or_default()
     }
 
@@ -495,12 +523,13 @@ impl LockTable for FifoLockTable {
             return None;
         }
         for claim in &request.claims[..request.entered as usize] {
-            let lock = &self.locks[&claim.lock];
-            if !lock.queue[&id].admissible {
+            let lock = &self.locks[claim.lock().slot()];
+            let entry = lock.queue.get(id).expect("entered claim is queued");
+            if !entry.admissible {
                 return Some(Stuck {
-                    lock: claim.lock,
-                    mode: claim.mode,
-                    position: lock.queue.range(..=id).count(),
+                    lock: lock.key(),
+                    mode: claim.mode(),
+                    position: lock.queue.position(id),
                     queue_len: lock.queue.len(),
                 });
             }

@@ -3,7 +3,7 @@
 use crate::sched::command::{Event, Rejection, SettingsPatch, TargetSpec, LABELS_MAX};
 use crate::sched::ids::{Sym, TargetId};
 use crate::sched::lock::{LockKey, LockTable};
-use crate::sched::state::{check_name, Owner, Scheduler, Target};
+use crate::sched::state::{check_name, check_name_at, Owner, Scheduler, Target};
 
 impl<L: LockTable> Scheduler<L> {
     pub(crate) fn upsert_target(
@@ -26,7 +26,7 @@ impl<L: LockTable> Scheduler<L> {
                 });
             }
             for (i, name) in list.iter().enumerate() {
-                check_name(&format!("{field}[{i}]"), name)?;
+                check_name_at(name, || format!("{field}[{i}]"))?;
             }
             names += list.len();
         }

@@ -12,10 +12,23 @@ use crate::sched::command::{
 };
 use crate::sched::ids::{FencingToken, Sym, TargetId, TaskId, UnitId};
 use crate::sched::lock::{ClaimSpec, LockKey, LockTable, Mode};
+use crate::sched::processes::StepKey;
 use crate::sched::state::{
     Bypass, NamedLockUse, Owner, Phase, Process, Scheduler, Step, StepLock, Task, Unit, UnitState,
 };
 use crate::sched::validate::{default_tag, invalid, validate_spec};
+
+/// Removes repeats from a sorted slice, keeping the first of each; returns the new length.
+fn dedup_sorted(items: &mut [Sym]) -> usize {
+    let mut len = 0;
+    for i in 0..items.len() {
+        if len == 0 || items[len - 1] != items[i] {
+            items[len] = items[i];
+            len += 1;
+        }
+    }
+    len
+}
 
 impl<L: LockTable> Scheduler<L> {
     pub(crate) fn submit(
@@ -41,14 +54,16 @@ impl<L: LockTable> Scheduler<L> {
             None
         };
         self.check_step_lock_capacities(&spec)?;
-        // Validated: from here on nothing fails.
-        let project = self.symbols.intern(&spec.project);
-        let environment = self.symbols.intern(&spec.environment);
-        let tenant = spec.tenant.as_deref().map(|t| self.symbols.intern(t));
-        let tag = match &spec.concurrency_tag {
-            Some(tag) => self.symbols.intern(tag),
-            None => self.symbols.intern(&default_tag(&spec)),
+        // Validated: from here on nothing fails. Names are interned in a fixed order (project,
+        // environment, tenant, tag, bypass, steps), which numbers new symbols.
+        let tag_name = match spec.concurrency_tag {
+            Some(tag) => tag,
+            None => default_tag(&spec),
         };
+        let project = self.symbols.intern_owned(spec.project);
+        let environment = self.symbols.intern_owned(spec.environment);
+        let tenant = spec.tenant.map(|t| self.symbols.intern_owned(t));
+        let tag = self.symbols.intern_owned(tag_name);
         let bypass = Bypass {
             default: spec.bypass.default,
             roles: spec
@@ -64,8 +79,16 @@ impl<L: LockTable> Scheduler<L> {
                 .map(|(t, v)| (self.symbols.intern(t), *v))
                 .collect(),
         };
-        let steps: Vec<Step> = spec.steps.iter().map(|s| self.intern_step(s)).collect();
-        let process = self.process_for(steps);
+        let process = match self.known_process(&spec.steps) {
+            Some(id) => {
+                self.processes.get_mut(&id).expect("known process").refs += 1;
+                id
+            }
+            None => {
+                let steps: Vec<Step> = spec.steps.iter().map(|s| self.intern_step(s)).collect();
+                self.process_for(steps)
+            }
+        };
         self.count_task_locks(process, 1);
         let id = TaskId(self.next_task);
         self.next_task += 1;
@@ -74,7 +97,7 @@ impl<L: LockTable> Scheduler<L> {
             id,
             request,
             project,
-            release: spec.release.as_str().into(),
+            release: spec.release.into_boxed_str(),
             environment,
             tenant,
             tag,
@@ -90,7 +113,7 @@ impl<L: LockTable> Scheduler<L> {
             started_ms: None,
             ended_ms: None,
         };
-        let mut claims = vec![
+        let admission = [
             ClaimSpec {
                 lock: LockKey::Tag(tag),
                 mode: Mode::Exclusive,
@@ -102,21 +125,28 @@ impl<L: LockTable> Scheduler<L> {
                 capacity: self.settings.task_cap,
             },
         ];
+        let mut with_targets = Vec::new();
         if let Some(plan) = hold_plan {
             // A whole-task hold claims its targets with its admission, so they are fixed now.
             task.plan = plan;
             let mut held: Vec<TargetId> = task.plan.iter().flatten().copied().collect();
             held.sort();
             held.dedup();
-            claims.extend(held.into_iter().map(|t| ClaimSpec {
+            with_targets.extend(admission);
+            with_targets.extend(held.into_iter().map(|t| ClaimSpec {
                 lock: LockKey::Target(t),
                 mode: Mode::Exclusive,
                 capacity: u32::MAX,
             }));
         }
-        self.tasks.insert(id, task);
+        let claims = if with_targets.is_empty() {
+            &admission[..]
+        } else {
+            &with_targets[..]
+        };
+        self.tasks.insert(id, Box::new(task));
         self.queued_tasks += 1;
-        self.locks.request(request, &claims);
+        self.locks.request(request, claims);
         events.push(Event::TaskQueued { task: id });
         Ok(())
     }
@@ -199,11 +229,53 @@ impl<L: LockTable> Scheduler<L> {
         }
     }
 
+    /// The process that runs exactly these steps, if there is one, found without interning or
+    /// allocating: its names are all interned already. Processes of up to 4 steps of up to 8
+    /// roles are looked up this way; others (and new ones) go through `intern_step` and
+    /// `process_for`, which find them too.
+    fn known_process(&self, specs: &[StepSpec]) -> Option<u32> {
+        const STEPS: usize = 4;
+        const ROLES: usize = 8;
+        if specs.len() > STEPS || specs.iter().any(|s| s.roles.len() > ROLES) {
+            return None;
+        }
+        let mut roles = [[Sym(0); ROLES]; STEPS];
+        let mut counts = [0; STEPS];
+        for (i, spec) in specs.iter().enumerate() {
+            for (j, role) in spec.roles.iter().enumerate() {
+                roles[i][j] = self.symbols.get(role)?;
+            }
+            let sorted = &mut roles[i][..spec.roles.len()];
+            sorted.sort_unstable();
+            counts[i] = dedup_sorted(sorted);
+        }
+        let mut keys = [None; STEPS];
+        for (i, spec) in specs.iter().enumerate() {
+            let lock = match &spec.lock {
+                None => None,
+                Some(l) => Some((
+                    self.symbols.get(&l.name)?,
+                    l.scope == crate::sched::command::LockScope::Target,
+                    l.capacity,
+                )),
+            };
+            keys[i] = Some(StepKey {
+                name: self.symbols.get(&spec.name)?,
+                roles: &roles[i][..counts[i]],
+                max_parallelism: spec.max_parallelism,
+                package: spec.package.is_some(),
+                lock,
+            });
+        }
+        let keys = keys[..specs.len()].iter().map(|k| k.expect("set above"));
+        self.process_ids.find(keys, &self.processes)
+    }
+
     /// Shares one process record among the tasks that run the same steps.
     fn process_for(&mut self, steps: Vec<Step>) -> u32 {
-        if let Some(id) = self.process_ids.get(&steps) {
-            self.processes.get_mut(id).expect("indexed process").refs += 1;
-            return *id;
+        if let Some(id) = self.process_ids.get(&steps, &self.processes) {
+            self.processes.get_mut(&id).expect("indexed process").refs += 1;
+            return id;
         }
         let id = self.next_process;
         self.next_process += 1;
@@ -216,8 +288,8 @@ impl<L: LockTable> Scheduler<L> {
     /// and serving the task's tenant if it has one.
     fn plan(&self, task: &Task) -> Vec<Vec<TargetId>> {
         let steps = &self.processes[&task.process].steps;
-        let roles: Vec<Vec<Sym>> = steps.iter().map(|s| s.roles.clone()).collect();
-        self.plan_for(task.environment, Some(task.tenant), &roles)
+        let roles = steps.iter().map(|s| &s.roles[..]);
+        self.plan_for(task.environment, Some(task.tenant), roles)
     }
 
     /// The plan of a task before its names are interned: an unknown name matches no target.
@@ -232,21 +304,20 @@ impl<L: LockTable> Scheduler<L> {
             .map(|s| s.roles.iter().filter_map(|r| self.symbols.get(r)).collect())
             .collect();
         match self.symbols.get(&spec.environment) {
-            Some(environment) => self.plan_for(environment, tenant, &roles),
+            Some(environment) => self.plan_for(environment, tenant, roles.iter().map(|r| &r[..])),
             None => roles.iter().map(|_| Vec::new()).collect(),
         }
     }
 
     /// Online targets per step: in `environment`, with one of the step's roles, serving the tenant
     /// (`Some(None)`: untenanted, any target; `None`: an unknown tenant, no target).
-    fn plan_for(
+    fn plan_for<'a>(
         &self,
         environment: Sym,
         tenant: Option<Option<Sym>>,
-        roles: &[Vec<Sym>],
+        roles: impl Iterator<Item = &'a [Sym]>,
     ) -> Vec<Vec<TargetId>> {
         roles
-            .iter()
             .map(|step_roles| {
                 let Some(tenant) = tenant else {
                     return Vec::new();
@@ -381,7 +452,8 @@ impl<L: LockTable> Scheduler<L> {
             self.end_task(id, TaskOutcome::Succeeded, events);
             return;
         };
-        let targets = task.plan[step_index as usize].clone();
+        let step_index_usize = step_index as usize;
+        let targets = &task.plan[step_index_usize];
         if let Some(gone) = targets
             .iter()
             .find(|t| !self.targets.get(t).is_some_and(|t| t.online))
@@ -391,55 +463,72 @@ impl<L: LockTable> Scheduler<L> {
                 None => format!(
                     "a target of step {} was removed",
                     self.symbols
-                        .name(self.processes[&task.process].steps[step_index as usize].name)
+                        .name(self.processes[&task.process].steps[step_index_usize].name)
                 ),
             };
             self.end_task(id, TaskOutcome::Failed { reason }, events);
             return;
         }
-        let step = self.processes[&task.process].steps[step_index as usize].clone();
+        let step = &self.processes[&task.process].steps[step_index_usize];
         let parallelism = match kind {
             UnitKind::Acquire => task.acquire_max_parallelism,
             UnitKind::Run => step.max_parallelism,
         };
+        let step_lock = step.lock.clone();
         let hold = task.hold_targets;
-        let mut created = Vec::with_capacity(targets.len());
-        for target in targets {
-            let exclusive = !self.bypass_for(&self.tasks[&id], target);
+        let count = targets.len();
+        self.tasks
+            .get_mut(&id)
+            .expect("exists")
+            .units
+            .reserve_exact(count);
+        for i in 0..count {
+            let task = &self.tasks[&id];
+            let target = task.plan[step_index_usize][i];
+            let exclusive = !self.bypass_for(task, target);
             let unit_id = UnitId(self.next_unit);
             self.next_unit += 1;
             let request = self.new_request(Owner::Unit(unit_id));
-            let mut claims = Vec::with_capacity(4);
+            // At most four claims, in key order: target, parallelism, step lock, agent slot.
+            let mut claims = [ClaimSpec {
+                lock: LockKey::TaskCap,
+                mode: Mode::PERMIT,
+                capacity: 0,
+            }; 4];
+            let mut n = 0;
+            let mut claim = |claim: ClaimSpec| {
+                claims[n] = claim;
+                n += 1;
+            };
             if !hold {
                 let mode = if exclusive {
                     Mode::Exclusive
                 } else {
                     Mode::PERMIT
                 };
-                claims.push(ClaimSpec {
+                claim(ClaimSpec {
                     lock: LockKey::Target(target),
                     mode,
                     capacity: u32::MAX,
                 });
             }
-            claims.push(ClaimSpec {
+            claim(ClaimSpec {
                 lock: LockKey::Parallelism(id, stage),
                 mode: Mode::PERMIT,
                 capacity: parallelism,
             });
-            if let (UnitKind::Run, Some(lock)) = (kind, &step.lock) {
+            if let (UnitKind::Run, Some(lock)) = (kind, &step_lock) {
                 let scope = lock.per_target.then_some(target);
-                claims.push(ClaimSpec {
+                claim(ClaimSpec {
                     lock: LockKey::Named(lock.name, scope),
                     mode: Mode::PERMIT,
                     capacity: lock.capacity,
                 });
             }
-            let capacity = self.targets[&target].capacity;
-            claims.push(ClaimSpec {
+            claim(ClaimSpec {
                 lock: LockKey::AgentCapacity(target),
                 mode: Mode::PERMIT,
-                capacity,
+                capacity: self.targets[&target].capacity,
             });
             self.units.insert(
                 unit_id,
@@ -466,16 +555,16 @@ impl<L: LockTable> Scheduler<L> {
                 step: step_index,
                 kind,
             });
-            self.locks.request(request, &claims);
-            created.push(unit_id);
+            self.locks.request(request, &claims[..n]);
+            let task = self.tasks.get_mut(&id).expect("exists");
+            task.units.push(unit_id);
         }
         let task = self.tasks.get_mut(&id).expect("exists");
         task.phase = Phase::Running {
             stage,
-            open_units: created.len() as u32,
+            open_units: count as u32,
             stopping: None,
         };
-        task.units.extend(created);
     }
 
     pub(crate) fn cancel_task(
@@ -544,7 +633,7 @@ impl<L: LockTable> Scheduler<L> {
             process.refs -= 1;
             if process.refs == 0 {
                 let process = self.processes.remove(&task.process).expect("exists");
-                self.process_ids.remove(&process.steps);
+                self.process_ids.remove(&process.steps, task.process);
             }
         }
     }

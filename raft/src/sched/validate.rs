@@ -3,7 +3,7 @@
 
 use crate::sched::command::{Rejection, StepSpec, TaskSpec, LABELS_MAX, STEPS_PER_TASK_MAX};
 use crate::sched::lock::LockTable;
-use crate::sched::state::{check_name, Scheduler};
+use crate::sched::state::{check_name, check_name_at, Scheduler};
 
 pub(crate) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Rejection {
     Rejection::Invalid {
@@ -40,10 +40,10 @@ pub(crate) fn validate_spec(spec: &TaskSpec) -> Result<usize, Rejection> {
     }
     let mut names = 5 + spec.bypass.roles.len() + spec.bypass.targets.len();
     for (i, (role, _)) in spec.bypass.roles.iter().enumerate() {
-        check_name(&format!("bypass.roles[{i}]"), role)?;
+        check_name_at(role, || format!("bypass.roles[{i}]"))?;
     }
     for (i, (target, _)) in spec.bypass.targets.iter().enumerate() {
-        check_name(&format!("bypass.targets[{i}]"), target)?;
+        check_name_at(target, || format!("bypass.targets[{i}]"))?;
     }
     for (i, step) in spec.steps.iter().enumerate() {
         names += validate_step(i, step)?;
@@ -74,20 +74,41 @@ pub(crate) fn validate_spec(spec: &TaskSpec) -> Result<usize, Rejection> {
 /// `project/environment`, or `tenant/project/environment`. A `/` or `\` inside a name is escaped
 /// with `\`, so that no two different deployments share a default tag.
 pub fn default_tag(spec: &TaskSpec) -> String {
-    let part = |name: &str| name.replace('\\', "\\\\").replace('/', "\\/");
-    match &spec.tenant {
-        Some(tenant) => format!(
-            "{}/{}/{}",
-            part(tenant),
-            part(&spec.project),
-            part(&spec.environment)
-        ),
-        None => format!("{}/{}", part(&spec.project), part(&spec.environment)),
+    let parts = [
+        spec.tenant.as_deref(),
+        Some(spec.project.as_str()),
+        Some(spec.environment.as_str()),
+    ];
+    let parts = parts.iter().flatten();
+    let escaped = |c: u8| c == b'/' || c == b'\\';
+    let escapes: usize = parts
+        .clone()
+        .map(|p| p.bytes().filter(|c| escaped(*c)).count())
+        .sum();
+    let len = parts.clone().map(|p| p.len() + 1).sum::<usize>() - 1 + escapes;
+    // Exactly the length, so that the string becomes a symbol without reallocating.
+    let mut tag = String::with_capacity(len);
+    for (i, part) in parts.enumerate() {
+        if i > 0 {
+            tag.push('/');
+        }
+        if escapes == 0 {
+            tag.push_str(part);
+            continue;
+        }
+        for c in part.chars() {
+            if c == '/' || c == '\\' {
+                tag.push('\\');
+            }
+            tag.push(c);
+        }
     }
+    debug_assert_eq!(tag.len(), len);
+    tag
 }
 
 fn validate_step(i: usize, step: &StepSpec) -> Result<usize, Rejection> {
-    check_name(&format!("steps[{i}].name"), &step.name)?;
+    check_name_at(&step.name, || format!("steps[{i}].name"))?;
     if step.roles.is_empty() || step.roles.len() > LABELS_MAX {
         return Err(invalid(
             format!("steps[{i}].roles"),
@@ -95,7 +116,7 @@ fn validate_step(i: usize, step: &StepSpec) -> Result<usize, Rejection> {
         ));
     }
     for (j, role) in step.roles.iter().enumerate() {
-        check_name(&format!("steps[{i}].roles[{j}]"), role)?;
+        check_name_at(role, || format!("steps[{i}].roles[{j}]"))?;
     }
     if step.max_parallelism == 0 {
         return Err(invalid(
@@ -104,11 +125,11 @@ fn validate_step(i: usize, step: &StepSpec) -> Result<usize, Rejection> {
         ));
     }
     if let Some(package) = &step.package {
-        check_name(&format!("steps[{i}].package"), package)?;
+        check_name_at(package, || format!("steps[{i}].package"))?;
     }
     let mut names = 1 + step.roles.len();
     if let Some(lock) = &step.lock {
-        check_name(&format!("steps[{i}].lock.name"), &lock.name)?;
+        check_name_at(&lock.name, || format!("steps[{i}].lock.name"))?;
         if lock.capacity == 0 {
             return Err(invalid(
                 format!("steps[{i}].lock.capacity"),

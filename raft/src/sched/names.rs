@@ -1,0 +1,265 @@
+//! Hash indexes for lookups only: [`NameIndex`] finds the symbol of a name, for
+//! [`crate::sched::ids::Symbols`]; [`HashIndex`] is the table under it, also used to find a process
+//! by its steps.
+//!
+//! A [`HashIndex`] is an open-addressing hash table (linear probing, power-of-two size, at most 7/8
+//! full) whose slots hold a 32-bit id and the 32-bit hash of what it names; the thing named stays
+//! where it lives, and the caller says how to compare it. The hash functions are fixed (no random
+//! seed), though nothing depends on them but speed: an index is only ever asked "which id names
+//! this", whose answer does not depend on the hash, and it is never iterated, compared or serialised
+//! (a restored state rebuilds it from what it indexes).
+
+use crate::sched::ids::Sym;
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    hash: u32,
+    /// The id plus one; 0 is an empty slot.
+    id: u32,
+}
+
+/// Ids found by hash. See the module documentation.
+#[derive(Clone, Default)]
+pub(crate) struct HashIndex {
+    slots: Vec<Slot>,
+    len: usize,
+}
+
+/// Mixes 64-bit words into a 32-bit hash (FxHash-style word mixing, then a 64-bit finaliser).
+#[derive(Clone, Copy)]
+pub(crate) struct Hasher(u64);
+
+impl Hasher {
+    pub(crate) fn new(seed: u64) -> Hasher {
+        Hasher(seed)
+    }
+
+    pub(crate) fn word(self, word: u64) -> Hasher {
+        Hasher((self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95))
+    }
+
+    pub(crate) fn bytes(mut self, bytes: &[u8]) -> Hasher {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self = self.word(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self = self.word(u64::from_le_bytes(word));
+        }
+        self
+    }
+
+    pub(crate) fn finish(self) -> u32 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        h as u32
+    }
+}
+
+/// The hash of a name.
+fn hash_name(name: &str) -> u32 {
+    Hasher::new(name.len() as u64)
+        .bytes(name.as_bytes())
+        .finish()
+}
+
+impl HashIndex {
+    /// The id with this hash for which `is` holds.
+    pub(crate) fn find(&self, hash: u32, mut is: impl FnMut(u32) -> bool) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = self.slots[i];
+            if slot.id == 0 {
+                return None;
+            }
+            if slot.hash == hash && is(slot.id - 1) {
+                return Some(slot.id - 1);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Indexes `id`, which is not indexed yet, under `hash`.
+    pub(crate) fn insert(&mut self, hash: u32, id: u32) {
+        self.reserve(self.len + 1);
+        self.place(Slot { hash, id: id + 1 });
+        self.len += 1;
+    }
+
+    /// Removes `id`, indexed under `hash`, shifting back the entries after it so that no probe
+    /// sequence breaks.
+    pub(crate) fn remove(&mut self, hash: u32, id: u32) {
+        let mask = self.slots.len() - 1;
+        let mut hole = hash as usize & mask;
+        while self.slots[hole].id != id + 1 {
+            assert!(
+                self.slots[hole].id != 0,
+                "removing an id that is not indexed"
+            );
+            hole = (hole + 1) & mask;
+        }
+        let mut i = hole;
+        loop {
+            i = (i + 1) & mask;
+            let slot = self.slots[i];
+            if slot.id == 0 {
+                break;
+            }
+            // The entry may move into the hole unless its home lies cyclically in (hole, i].
+            let home = slot.hash as usize & mask;
+            if (i.wrapping_sub(home) & mask) >= (i.wrapping_sub(hole) & mask) {
+                self.slots[hole] = slot;
+                hole = i;
+            }
+        }
+        self.slots[hole] = Slot::default();
+        self.len -= 1;
+    }
+
+    /// Makes room for `total` ids without growing again.
+    pub(crate) fn reserve(&mut self, total: usize) {
+        let needed = (total * 8).div_ceil(7).max(16).next_power_of_two();
+        if needed <= self.slots.len() {
+            return;
+        }
+        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); needed]);
+        for slot in old.into_iter().filter(|s| s.id != 0) {
+            self.place(slot);
+        }
+    }
+
+    fn place(&mut self, slot: Slot) {
+        let mask = self.slots.len() - 1;
+        let mut i = slot.hash as usize & mask;
+        while self.slots[i].id != 0 {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = slot;
+    }
+}
+
+impl HashIndex {
+    /// An index of `count` ids with the given hashes (`hash(id)` for each id below `count`), built
+    /// in the order of the slots the ids land in, so that filling a large table writes memory in
+    /// order rather than at random: much faster than inserting one by one when restoring millions.
+    pub(crate) fn build(count: usize, hash: impl Fn(u32) -> u32) -> HashIndex {
+        let mut index = HashIndex::default();
+        index.reserve(count);
+        let mask = index.slots.len() - 1;
+        let bits = mask.count_ones();
+        // Group the ids by the top bits of their home slot (a counting sort), then place them.
+        let shift = bits.saturating_sub(16);
+        let mut counts = vec![0u32; (mask >> shift) + 2];
+        let hashes: Vec<u32> = (0..count as u32).map(&hash).collect();
+        for h in &hashes {
+            counts[((*h as usize & mask) >> shift) + 1] += 1;
+        }
+        for i in 1..counts.len() {
+            counts[i] += counts[i - 1];
+        }
+        let mut order = vec![0u32; count];
+        for (id, h) in hashes.iter().enumerate() {
+            let group = (*h as usize & mask) >> shift;
+            order[counts[group] as usize] = id as u32;
+            counts[group] += 1;
+        }
+        for id in order {
+            index.place(Slot {
+                hash: hashes[id as usize],
+                id: id + 1,
+            });
+        }
+        index.len = count;
+        index
+    }
+}
+
+/// Symbols by name, over the list of names that `Symbols` keeps.
+#[derive(Clone, Default)]
+pub(crate) struct NameIndex(HashIndex);
+
+impl NameIndex {
+    /// The symbol whose name in `names` is `name`.
+    pub(crate) fn find(&self, names: &[Box<str>], name: &str) -> Option<Sym> {
+        self.0
+            .find(hash_name(name), |id| *names[id as usize] == *name)
+            .map(Sym)
+    }
+
+    /// Indexes `sym`, whose name `names[sym]` is not indexed yet.
+    pub(crate) fn insert(&mut self, names: &[Box<str>], sym: Sym) {
+        self.0.insert(hash_name(&names[sym.0 as usize]), sym.0);
+    }
+
+    /// The index of every name in `names`.
+    pub(crate) fn build(names: &[Box<str>]) -> NameIndex {
+        NameIndex(HashIndex::build(names.len(), |id| {
+            hash_name(&names[id as usize])
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_every_name_and_no_other() {
+        let names: Vec<Box<str>> = (0..50_000)
+            .map(|i| format!("project-{i}/env-{}", i % 7).into())
+            .collect();
+        let mut index = NameIndex::default();
+        for sym in 0..names.len() {
+            assert_eq!(index.find(&names, &names[sym]), None);
+            index.insert(&names, Sym(sym as u32));
+        }
+        for (sym, name) in names.iter().enumerate() {
+            assert_eq!(index.find(&names, name), Some(Sym(sym as u32)));
+        }
+        assert_eq!(index.find(&names, "project-50000/env-1"), None);
+        let built = NameIndex::build(&names);
+        for (sym, name) in names.iter().enumerate() {
+            assert_eq!(built.find(&names, name), Some(Sym(sym as u32)));
+        }
+        assert_eq!(built.find(&names, "project-50000/env-1"), None);
+        assert_eq!(index.find(&names, ""), None);
+        assert_ne!(hash_name("a"), hash_name("a\0"));
+    }
+
+    /// Removal keeps every other id findable, with hashes chosen to collide a lot.
+    #[test]
+    fn removes_without_losing_others() {
+        let mut index = HashIndex::default();
+        let mut live = std::collections::BTreeSet::new();
+        let hash = |id: u32| id.wrapping_mul(2_654_435_761) % 37;
+        let mut x: u64 = 1;
+        for step in 0..20_000u32 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let id = ((x >> 33) % 300) as u32;
+            if live.contains(&id) {
+                index.remove(hash(id), id);
+                live.remove(&id);
+            } else {
+                index.insert(hash(id), id);
+                live.insert(id);
+            }
+            if step % 97 == 0 {
+                for id in 0..300 {
+                    let found = index.find(hash(id), |i| i == id);
+                    assert_eq!(found.is_some(), live.contains(&id), "id {id}");
+                }
+            }
+        }
+    }
+}

@@ -28,7 +28,12 @@ pub struct ClusterBenchArgs {
     #[arg(long, default_value_t = 20)]
     pub failover_trials: usize,
     /// Extra flags for every server, e.g. "--election-timeout-min-ms 300 --election-timeout-max-ms 600".
-    #[arg(long, value_name = "FLAGS", default_value = "", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "FLAGS",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
     pub server_flags: String,
     /// Where to write the raw results as JSON.
     #[arg(long, value_name = "FILE")]
@@ -72,7 +77,11 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         let flags = flags.split_whitespace().map(str::to_string).collect();
-        let mut cluster = Cluster { servers, initial, flags };
+        let mut cluster = Cluster {
+            servers,
+            initial,
+            flags,
+        };
         for index in 0..3 {
             cluster.spawn(index)?;
         }

@@ -835,3 +835,28 @@ fn a_wait_names_the_request_in_the_way_and_every_kind_of_holder() {
         "waiting for lock iis: task 1 and ci-1 hold it (position 1 of 1)"
     );
 }
+
+/// Regression: with no ended task retained, a task that fails while it has several units must not
+/// be forgotten while its units are still being stopped (it panicked the state machine).
+#[test]
+fn a_failing_task_with_several_units_and_no_retention_ends_cleanly() {
+    let mut h: Harness = Harness::new();
+    for name in ["w1", "w2", "w3"] {
+        h.add_target(target(name, &["Production"], &["web"], &[], 1));
+    }
+    h.ok(Command::SetSettings(SettingsPatch {
+        ended_tasks_retained: Some(0),
+        ..Default::default()
+    }));
+    let mut spec = task("shop", "Production", &[("deploy", "web")]);
+    spec.steps[0].max_parallelism = 1;
+    let t = h.submit(spec);
+    let unit = h.active_unit_of(t);
+    let events = h.finish(unit, 1);
+    assert!(events.iter().any(|e| matches!(e, Event::TaskEnded { task, outcome: TaskOutcome::Failed { .. } } if *task == t)));
+    assert!(
+        h.sched.task(t).is_none(),
+        "forgotten at the end of the command"
+    );
+    assert!(h.sched.lock_table().is_empty());
+}

@@ -324,6 +324,7 @@ impl<L: LockTable> Scheduler<L> {
             Command::Tick => self.expire_leases(events),
         }
         self.grant_all(events);
+        self.forget_old_tasks();
         Ok(())
     }
 

@@ -615,7 +615,8 @@ impl<L: LockTable> Scheduler<L> {
         events.push(Event::TaskEnded { task: id, outcome });
         self.count_task_locks(process, -1);
         self.ended_tasks.push_back(id);
-        self.forget_old_tasks();
+        // Old tasks are forgotten at the end of the command (`apply`), never while a loop over a
+        // task's units may still be running.
     }
 
     /// Forgets the oldest ended tasks beyond the retention setting, with their units.

@@ -100,6 +100,7 @@ pub async fn run(
     let server = tokio::spawn(server);
     tokio::spawn(peers.probe(raft.clone()));
 
+    tokio::spawn(log_changes(raft.clone()));
     bootstrap(&raft, &config).await?;
     tracing::info!(id = config.id, listen = %config.listen, "serving");
     shutdown.await;
@@ -113,6 +114,31 @@ pub async fn run(
         .await
         .map_err(|e| data_dir(e.to_string()))?;
     Ok(())
+}
+
+/// Logs, at info level, every election (a new term or leader), membership change, snapshot and log
+/// compaction this node sees.
+async fn log_changes(raft: Raft<TypeConfig>) {
+    let mut metrics = raft.metrics();
+    let mut last = metrics.borrow().clone();
+    while metrics.changed().await.is_ok() {
+        let now = metrics.borrow().clone();
+        if now.current_term != last.current_term || now.current_leader != last.current_leader {
+            tracing::info!(term = now.current_term, leader = ?now.current_leader, state = ?now.state, "election: leader changed");
+        }
+        if now.membership_config.log_id() != last.membership_config.log_id() {
+            let voters: Vec<NodeId> = now.membership_config.membership().voter_ids().collect();
+            let learners: Vec<NodeId> = now.membership_config.membership().learner_ids().collect();
+            tracing::info!(?voters, ?learners, "membership changed");
+        }
+        if now.snapshot != last.snapshot {
+            tracing::info!(last_included = ?now.snapshot.map(|l| l.index), "snapshot taken or installed");
+        }
+        if now.purged != last.purged {
+            tracing::info!(purged_up_to = ?now.purged.map(|l| l.index), "log compacted");
+        }
+        last = now;
+    }
 }
 
 /// Forms the cluster from `initial_cluster` when this node has no state yet. Every member does the

@@ -307,6 +307,19 @@ fn a_node_joining_after_log_compaction_catches_up_through_a_snapshot() {
         )
         .await;
         assert_eq!(targets(&client).await.len(), 61);
+        // Every node logs elections, membership changes, snapshots and compactions at info level.
+        let log = cluster.log(leader);
+        for line in [
+            "election: leader changed",
+            "membership changed",
+            "snapshot taken or installed",
+            "log compacted",
+        ] {
+            assert!(
+                log.contains(line),
+                "node {leader}'s log lacks {line:?}:\n{log}"
+            );
+        }
     });
 }
 

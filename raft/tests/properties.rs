@@ -13,15 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Everything that must hold after any command. `events` are the command's decisions.
 fn check_invariants(sched: &Scheduler<Checked>, events: &[Event], last_token: &mut u64) {
     sched.lock_table().check();
-    let active: Vec<&Unit> = sched
-        .units()
-        .filter(|u| {
-            matches!(
-                u.state,
-                UnitState::Dispatched { .. } | UnitState::Running { .. }
-            )
-        })
-        .collect();
+    let active: Vec<&Unit> = sched.units().filter(|u| u.is_active()).collect();
 
     // Target isolation: an exclusive unit is alone on its target; a target a task holds whole runs
     // only that task's units.

@@ -6,7 +6,7 @@ use crate::sched::command::{
     TaskSpec,
 };
 use crate::sched::ids::TaskId;
-use crate::sched::state::{Phase, Scheduler, Unit, UnitState};
+use crate::sched::state::{Phase, Scheduler, Unit};
 
 struct Rng(u64);
 
@@ -89,15 +89,7 @@ fn task(rng: &mut Rng, seq: u64) -> TaskSpec {
 }
 
 fn command(sched: &Scheduler, rng: &mut Rng, seq: &mut u64) -> Command {
-    let active: Vec<&Unit> = sched
-        .units()
-        .filter(|u| {
-            matches!(
-                u.state,
-                UnitState::Dispatched { .. } | UnitState::Running { .. }
-            )
-        })
-        .collect();
+    let active: Vec<&Unit> = sched.units().filter(|u| u.is_active()).collect();
     let roll = rng.below(100);
     if roll < 40 {
         *seq += 1;

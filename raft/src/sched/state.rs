@@ -186,6 +186,16 @@ pub struct Unit {
     pub ended_ms: Option<u64>,
 }
 
+impl Unit {
+    /// Dispatched to its agent and not yet ended: it holds its locks and may be running.
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self.state,
+            UnitState::Dispatched { .. } | UnitState::Running { .. }
+        )
+    }
+}
+
 /// A client's named-lock request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientLock {

@@ -94,15 +94,7 @@ impl<L: LockTable + Default> Harness<L> {
 
     /// Units dispatched and not ended, by id.
     pub fn active_units(&self) -> Vec<&Unit> {
-        self.sched
-            .units()
-            .filter(|u| {
-                matches!(
-                    u.state,
-                    UnitState::Dispatched { .. } | UnitState::Running { .. }
-                )
-            })
-            .collect()
+        self.sched.units().filter(|u| u.is_active()).collect()
     }
 
     /// Tasks whose units are active right now, sorted.

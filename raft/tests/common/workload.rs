@@ -172,12 +172,7 @@ pub fn command_for<L: LockTable>(
     let active = |sched: &Scheduler<L>| -> Vec<UnitId> {
         sched
             .units()
-            .filter(|u| {
-                matches!(
-                    u.state,
-                    UnitState::Dispatched { .. } | UnitState::Running { .. }
-                )
-            })
+            .filter(|u| u.is_active())
             .map(|u| u.id)
             .collect()
     };
@@ -284,12 +279,7 @@ pub fn drain<L: LockTable>(
     for _round in 0..10_000 {
         let active: Vec<(UnitId, u32)> = sched
             .units()
-            .filter(|u| {
-                matches!(
-                    u.state,
-                    UnitState::Dispatched { .. } | UnitState::Running { .. }
-                )
-            })
+            .filter(|u| u.is_active())
             .map(|u| (u.id, u.attempt))
             .collect();
         let clients: Vec<ReqId> = sched.client_locks().map(|(id, _)| id).collect();

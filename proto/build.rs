@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/cuttle/v1/raft.proto",
         "proto/cuttle/v1/cluster.proto",
+        "proto/cuttle/v1/agent.proto",
+        "proto/cuttle/v1/lock.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

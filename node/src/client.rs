@@ -2,9 +2,11 @@
 //! and the node that answers forwards the request to the leader.
 
 use cuttle_proto::v1::cluster_client::ClusterClient;
+use cuttle_proto::v1::locks_client::LocksClient;
 use cuttle_proto::v1::*;
 use cuttle_raft::cluster::codec;
-use cuttle_raft::sched::{Command, Event, Rejection};
+use cuttle_raft::ledger::Request;
+use cuttle_raft::sched::{Event, Rejection};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -32,6 +34,7 @@ pub enum ClientError {
 #[derive(Clone)]
 pub struct Client {
     endpoints: Vec<(String, ClusterClient<Channel>)>,
+    channels: Vec<(String, Channel)>,
 }
 
 impl Client {
@@ -40,7 +43,7 @@ impl Client {
         if endpoints.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
-        let endpoints = endpoints
+        let channels = endpoints
             .iter()
             .map(|addr| {
                 let endpoint = Endpoint::from_shared(format!("http://{addr}"))
@@ -48,13 +51,22 @@ impl Client {
                     .connect_timeout(Duration::from_millis(500))
                     .timeout(timeout)
                     .tcp_nodelay(true);
-                let client = ClusterClient::new(endpoint.connect_lazy())
+                Ok((addr.clone(), endpoint.connect_lazy()))
+            })
+            .collect::<Result<Vec<(String, Channel)>, ClientError>>()?;
+        let endpoints = channels
+            .iter()
+            .map(|(addr, channel)| {
+                let client = ClusterClient::new(channel.clone())
                     .max_decoding_message_size(64 << 20)
                     .max_encoding_message_size(64 << 20);
-                Ok((addr.clone(), client))
+                (addr.clone(), client)
             })
-            .collect::<Result<Vec<_>, ClientError>>()?;
-        Ok(Client { endpoints })
+            .collect();
+        Ok(Client {
+            endpoints,
+            channels,
+        })
     }
 
     /// Calls `call` on each endpoint in turn until one answers; an answer that is an error of the
@@ -79,12 +91,64 @@ impl Client {
         )))
     }
 
+    /// Calls the lock API on each endpoint in turn until one answers.
+    async fn each_lock<F, Fut>(&self, mut call: F) -> Result<LockState, ClientError>
+    where
+        F: FnMut(LocksClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<LockState>, tonic::Status>>,
+    {
+        let mut last = String::new();
+        for (addr, channel) in &self.channels {
+            match call(LocksClient::new(channel.clone())).await {
+                Ok(reply) => return Ok(reply.into_inner()),
+                Err(status) if is_connection_error(&status) => {
+                    last = format!("{addr}: {}", status.message());
+                }
+                Err(status) => return Err(ClientError::Refused(status.message().to_string())),
+            }
+        }
+        Err(ClientError::Unavailable(format!(
+            "no endpoint answered (last: {last})"
+        )))
+    }
+
+    /// Queues a request for a named lock.
+    pub async fn lock_acquire(
+        &self,
+        request: AcquireLockRequest,
+    ) -> Result<LockState, ClientError> {
+        self.each_lock(|mut c| {
+            let request = request.clone();
+            async move { c.acquire(request).await }
+        })
+        .await
+    }
+
+    /// Waits up to `wait_ms` for a lock request to be granted or to end.
+    pub async fn lock_wait(&self, request: u64, wait_ms: u64) -> Result<LockState, ClientError> {
+        self.each_lock(|mut c| async move { c.wait(WaitLockRequest { request, wait_ms }).await })
+            .await
+    }
+
+    /// Renews a lock request's lease.
+    pub async fn lock_keep_alive(&self, request: u64) -> Result<LockState, ClientError> {
+        self.each_lock(|mut c| async move { c.keep_alive(LockRequestRef { request }).await })
+            .await
+    }
+
+    /// Releases a lock, or stops waiting for it.
+    pub async fn lock_release(&self, request: u64) -> Result<LockState, ClientError> {
+        self.each_lock(|mut c| async move { c.release(LockRequestRef { request }).await })
+            .await
+    }
+
     /// Applies a command; returns its result and the log index that carried it.
     pub async fn write(
         &self,
-        command: &Command,
+        request: impl Into<Request>,
     ) -> Result<(Result<Vec<Event>, Rejection>, u64), ClientError> {
-        let bytes = codec::encode(command).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let bytes =
+            codec::encode(&request.into()).map_err(|e| ClientError::Decode(e.to_string()))?;
         let reply = self
             .each(|mut c| {
                 let command = bytes.clone();

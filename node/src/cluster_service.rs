@@ -11,7 +11,8 @@ use cuttle_proto::v1::*;
 use cuttle_raft::cluster::codec;
 use cuttle_raft::cluster::state_machine::Applied as AppliedState;
 use cuttle_raft::cluster::{NodeId, TypeConfig};
-use cuttle_raft::sched::{Command, Phase};
+use cuttle_raft::ledger::Request as Replicated;
+use cuttle_raft::sched::Phase;
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -40,6 +41,8 @@ pub struct ClusterApi {
     pub handing_over: Arc<tokio::sync::RwLock<()>>,
     /// A channel to the current leader, reused across forwarded calls.
     pub leader_client: Arc<Mutex<Option<LeaderClient>>>,
+    /// The agents attached to this node while it leads.
+    pub sessions: crate::sessions::Sessions,
 }
 
 /// A channel to a leader, with its id.
@@ -100,6 +103,36 @@ impl ClusterApi {
         }
     }
 
+    /// The leader's address when another node leads; `None` when this node does. Waits for a
+    /// leader up to the request timeout.
+    pub async fn leader_addr(&self) -> Result<Option<String>, Status> {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        loop {
+            let (leader, addr, state) = {
+                let m = metrics.borrow();
+                let addr = m.current_leader.and_then(|l| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.addr.clone())
+                });
+                (m.current_leader, addr, m.state)
+            };
+            match (leader, addr) {
+                (Some(l), _) if l == self.id && state == ServerState::Leader => return Ok(None),
+                (Some(l), Some(addr)) if l != self.id => return Ok(Some(addr)),
+                _ => {}
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed())
+                .await
+                .is_err()
+            {
+                return Err(self.no_quorum("no leader is known"));
+            }
+        }
+    }
+
     fn no_quorum(&self, what: &str) -> Status {
         let (reachable, members) = self.peers.reachable(&self.raft);
         Status::unavailable(format!(
@@ -148,7 +181,7 @@ impl ClusterApi {
 
     async fn write_here(
         &self,
-        command: Command,
+        command: Replicated,
         deadline: tokio::time::Instant,
     ) -> Result<Option<WriteReply>, Status> {
         let _not_handing_over = self.handing_over.read().await;
@@ -210,7 +243,7 @@ impl ClusterApi {
 
     fn read_state(&self, query: &str) -> Result<String, Status> {
         let state = self.state.read().expect("state lock");
-        let sched = &state.scheduler;
+        let sched = state.scheduler();
         let value = match query {
             "summary" => serde_json::json!({
                 "queued_tasks": sched.queued_tasks(),
@@ -245,10 +278,17 @@ impl ClusterApi {
                     .map(|(id, t)| serde_json::json!({"id": id.0, "name": sched.symbols().name(t.name), "online": t.online}))
                     .collect(),
             ),
+            "agents" => crate::views::agents(&state, &self.sessions),
             other => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown query {other:?}: use summary, tasks or targets"
-                )))
+                if let Some(rest) = other.strip_prefix("task-log:") {
+                    crate::views::task_log(&state, rest)?
+                } else if let Some(id) = other.strip_prefix("task:") {
+                    crate::views::task(&state, id)?
+                } else {
+                    return Err(Status::invalid_argument(format!(
+                        "unknown query {other:?}: use summary, tasks, targets, agents, task:ID or task-log:ID:FROM_LINE"
+                    )));
+                }
             }
         };
         Ok(value.to_string())
@@ -351,7 +391,7 @@ impl Cluster for ClusterApi {
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
         let forwarded = Self::forwarded(&request);
         let message = request.into_inner();
-        let command: Command =
+        let command: Replicated =
             codec::decode(&message.command).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let deadline = self.deadline();
         loop {

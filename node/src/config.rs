@@ -30,6 +30,11 @@ pub struct NodeConfig {
     pub snapshot_after_entries: u64,
     /// Log entries kept behind a snapshot, for followers that lag a little.
     pub log_entries_kept_after_snapshot: u64,
+    /// An agent not heard from for this long is declared lost: its units fail and their locks are
+    /// released. Agents stop their own units a safety margin (a quarter of it) earlier.
+    pub agent_lease_timeout_ms: u64,
+    /// How often agents heartbeat.
+    pub agent_heartbeat_interval_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -45,6 +50,8 @@ impl Default for NodeConfig {
             request_timeout_ms: 5_000,
             snapshot_after_entries: 10_000,
             log_entries_kept_after_snapshot: 1_000,
+            agent_lease_timeout_ms: 15_000,
+            agent_heartbeat_interval_ms: 1_000,
         }
     }
 }
@@ -116,6 +123,28 @@ impl NodeConfig {
         }
         if self.snapshot_after_entries == 0 {
             return bad("snapshot_after_entries is 0: use 1 or more".into());
+        }
+        if self.agent_heartbeat_interval_ms < 10 {
+            return bad(format!(
+                "agent_heartbeat_interval_ms = {} is too short: use 10 or more",
+                self.agent_heartbeat_interval_ms
+            ));
+        }
+        if self.agent_lease_timeout_ms < 4 * self.agent_heartbeat_interval_ms {
+            return bad(format!(
+                "agent_lease_timeout_ms = {} is shorter than four agent heartbeats ({} ms each): one late heartbeat would stop an agent's units; use at least {}",
+                self.agent_lease_timeout_ms,
+                self.agent_heartbeat_interval_ms,
+                4 * self.agent_heartbeat_interval_ms
+            ));
+        }
+        if self.agent_lease_timeout_ms < 2 * self.election_timeout_max_ms {
+            return bad(format!(
+                "agent_lease_timeout_ms = {} is shorter than two elections ({} ms): every failover would declare agents lost; use at least {}",
+                self.agent_lease_timeout_ms,
+                self.election_timeout_max_ms,
+                2 * self.election_timeout_max_ms
+            ));
         }
         Ok(())
     }

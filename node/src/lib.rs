@@ -9,17 +9,28 @@
 //! - [`cluster_service`]: the client API (writes, reads, status, membership).
 //! - [`peers`]: who answers: the probe behind member health and the no-quorum error.
 //! - [`server`]: start-up: storage, openraft, bootstrap, the gRPC server.
+//! - [`sessions`]: the leader's attached agents and their leases; [`dispatcher`]: units and cancels
+//!   routed to agents, leases expired, leadership confirmed for heartbeat acknowledgements;
+//!   [`agent_service`]: the agents' stream (served on the leader, relayed by followers).
+//! - [`lock_service`]: named locks for any program (acquire, wait, keep alive, release).
+//! - [`views`]: the JSON documents of reads (agents, a task with its units, a task's log).
 //! - [`client`]: a client of the cluster API that fails over between endpoints.
 
+pub mod agent;
+pub mod agent_service;
 pub mod client;
 pub mod cluster_service;
 pub mod config;
+pub mod dispatcher;
 pub mod error;
+pub mod lock_service;
 pub mod network;
 pub mod peers;
 pub mod proposer;
 pub mod raft_service;
 pub mod server;
+pub mod sessions;
+pub mod views;
 
 pub use config::NodeConfig;
 pub use error::NodeError;

@@ -7,7 +7,8 @@
 
 use cuttle_raft::cluster::types::BATCH_COMMANDS_MAX;
 use cuttle_raft::cluster::{Batch, NodeId, TypeConfig};
-use cuttle_raft::sched::{Command, Event, Rejection};
+use cuttle_raft::ledger::Request;
+use cuttle_raft::sched::{Event, Rejection};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
 use std::sync::Arc;
@@ -40,7 +41,7 @@ type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
 /// The handle to the proposer task.
 #[derive(Clone)]
 pub struct Proposer {
-    queue: mpsc::Sender<(Command, Reply)>,
+    queue: mpsc::Sender<(Request, Reply)>,
 }
 
 impl Proposer {
@@ -51,11 +52,11 @@ impl Proposer {
         Proposer { queue }
     }
 
-    /// Proposes one command and waits until it is applied.
-    pub async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
+    /// Proposes one request and waits until it is applied.
+    pub async fn propose(&self, request: impl Into<Request>) -> Result<Applied, ProposeError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send((command, reply))
+            .send((request.into(), reply))
             .await
             .map_err(|_| ProposeError::Stopped)?;
         answer.await.map_err(|_| ProposeError::Stopped)?
@@ -64,7 +65,7 @@ impl Proposer {
 
 async fn run(
     raft: Raft<TypeConfig>,
-    mut commands: mpsc::Receiver<(Command, Reply)>,
+    mut commands: mpsc::Receiver<(Request, Reply)>,
     clock_ms: fn() -> u64,
 ) {
     let in_flight = Arc::new(Semaphore::new(WRITES_IN_FLIGHT_MAX));
@@ -84,7 +85,7 @@ async fn run(
         }
         let raft = raft.clone();
         tokio::spawn(async move {
-            let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
+            let (commands, replies): (Vec<Request>, Vec<Reply>) = batch.into_iter().unzip();
             let result = raft
                 .client_write(Batch {
                     now_ms: clock_ms(),

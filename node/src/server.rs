@@ -2,13 +2,17 @@
 //! services on one port, form the cluster from the initial membership when the data directory is
 //! new, and move leadership away on request.
 
+use crate::agent_service::AgentApi;
 use crate::cluster_service::{voters_by_progress, ClusterApi};
 use crate::config::NodeConfig;
+use crate::dispatcher::{self, Confirmer};
 use crate::error::NodeError;
+use crate::lock_service::{tick_leases, LockApi};
 use crate::network::{lazy_channel, Network};
 use crate::peers::Peers;
 use crate::proposer::Proposer;
 use crate::raft_service::RaftServer;
+use crate::sessions::Sessions;
 use cuttle_proto::v1::cluster_client::ClusterClient;
 use cuttle_proto::v1::{TransferLeaderReply, TransferLeaderRequest};
 use cuttle_raft::cluster::{LogStore, NodeId, StateMachine, TypeConfig};
@@ -57,6 +61,8 @@ pub async fn run(
     let state_machine =
         StateMachine::open(&db, store.clone()).map_err(|e| data_dir(e.to_string()))?;
     let state = state_machine.applied().clone();
+    let feed = state_machine.subscribe();
+    let applied_index = state_machine.applied_index();
     let raft_config = Arc::new(config.raft_config()?);
     let raft = Raft::new(
         config.id,
@@ -75,22 +81,56 @@ pub async fn run(
             reason: e.to_string(),
         })?;
     let peers = Peers::default();
+    let sessions = Sessions::default();
     let api = ClusterApi {
+        sessions: sessions.clone(),
         id: config.id,
         raft: raft.clone(),
         proposer: Proposer::start(raft.clone(), wall_clock_ms),
-        state,
+        state: state.clone(),
         peers: peers.clone(),
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         election_timeout_max: Duration::from_millis(config.election_timeout_max_ms),
         handing_over: Arc::new(tokio::sync::RwLock::new(())),
         leader_client: Arc::new(Mutex::new(None)),
     };
+    let agents = AgentApi {
+        api: api.clone(),
+        sessions: sessions.clone(),
+        confirmer: Confirmer::start(raft.clone()),
+        lease_timeout: Duration::from_millis(config.agent_lease_timeout_ms),
+        heartbeat_interval: Duration::from_millis(config.agent_heartbeat_interval_ms),
+    };
+    let locks = LockApi {
+        api: api.clone(),
+        applied_index,
+        leader: Arc::new(Mutex::new(None)),
+    };
+    tokio::spawn(dispatcher::route(
+        raft.clone(),
+        feed,
+        state.clone(),
+        sessions.clone(),
+    ));
+    tokio::spawn(dispatcher::follow_leadership(
+        raft.clone(),
+        sessions.clone(),
+    ));
+    tokio::spawn(dispatcher::expire_leases(
+        raft.clone(),
+        state.clone(),
+        sessions.clone(),
+        api.proposer.clone(),
+        Duration::from_millis(config.agent_lease_timeout_ms),
+    ));
+    tokio::spawn(tick_leases(api.clone()));
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(RaftServer::service(config.id, raft.clone()))
         .add_service(api.clone().service())
+        .add_service(agents.service())
+        .add_service(locks.service())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             async {

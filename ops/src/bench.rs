@@ -209,7 +209,7 @@ async fn throughput(endpoints: Vec<String>, clients: usize, seconds: u64) -> any
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 // A tick is a real, durable command that leaves the state as it is.
-                let ok = matches!(client.write(&Command::Tick).await, Ok((Ok(_), _)));
+                let ok = matches!(client.write(Command::Tick).await, Ok((Ok(_), _)));
                 if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
                     if ok {
                         latencies.push(started.elapsed().as_secs_f64() * 1e3);
@@ -254,11 +254,11 @@ async fn failover_trial(cluster: &mut Cluster) -> anyhow::Result<f64> {
         .map(|s| s.addr.clone())
         .collect();
     let client = Client::new(&survivors, Duration::from_millis(500))?;
-    client.write(&Command::Tick).await.ok();
+    client.write(Command::Tick).await.ok();
     let killed_at = Instant::now();
     cluster.kill(leader);
     loop {
-        if let Ok((Ok(_), _)) = client.write(&Command::Tick).await {
+        if let Ok((Ok(_), _)) = client.write(Command::Tick).await {
             break;
         }
         anyhow::ensure!(

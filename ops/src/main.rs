@@ -41,6 +41,32 @@ enum Commands {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Run a target agent, or list the registered agents.
+    ///
+    /// The agent dials out to any server node, registers its target (environments, roles, tenants,
+    /// capacity), runs the units the leader dispatches to it and reports back. Stops on SIGINT or
+    /// SIGTERM, stopping its running units first.
+    #[command(args_conflicts_with_subcommands = true)]
+    Agent {
+        #[command(subcommand)]
+        command: Option<AgentCommand>,
+        #[command(flatten)]
+        run: cuttle::agent_cmd::AgentArgs,
+    },
+    /// Submit, list, show, follow and cancel tasks.
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Named locks of the cluster, for scripts and operators.
+    Lock {
+        #[command(subcommand)]
+        command: LockCommand,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
     /// Look at and change the cluster's membership.
     Cluster {
         #[command(subcommand)]
@@ -48,6 +74,73 @@ enum Commands {
         #[command(flatten)]
         endpoints: Endpoints,
     },
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Every registered agent: environments, roles, tenants, whether it is attached, what it runs.
+    List {
+        /// How to print it.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Queue a task described in a TOML file (project, release, environment, tenant, variables,
+    /// steps with roles, scripts, timeouts and locks); prints its id.
+    Submit {
+        /// The task file.
+        #[arg(short = 'f', long = "file", value_name = "TASK.toml")]
+        file: PathBuf,
+        /// Follow its log until it ends; the exit status is then the task's outcome.
+        #[arg(long)]
+        follow: bool,
+        /// How to print it.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Every task the cluster knows.
+    List {
+        /// How to print it.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// One task with every unit by step and target.
+    Show {
+        /// The task id.
+        id: u64,
+        /// How to print it.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// A task's log; with --follow, until the task ends (exit status 0 only if it succeeded).
+    Logs {
+        /// The task id.
+        id: u64,
+        /// Keep printing new lines until the task ends.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Cancel a queued or running task.
+    Cancel {
+        /// The task id.
+        id: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum LockCommand {
+    /// Take a named lock (FIFO, fenced, under a lease kept alive while the command runs), run the
+    /// command with CUTTLE_FENCING_TOKEN set, release the lock when it ends. If the lease is lost
+    /// the command is stopped. Exit status: the command's.
+    Run(cuttle::agent_cmd::LockRunArgs),
 }
 
 #[derive(Subcommand)]
@@ -170,6 +263,25 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         },
+        Commands::Agent { command, run } => {
+            let result = match command {
+                Some(AgentCommand::List { output, endpoints }) => with_runtime(
+                    cuttle::agent_cmd::list(&endpoints, matches!(output, Output::Json)),
+                ),
+                None => cuttle::agent_cmd::run(&run),
+            };
+            exit_with(result.map(|()| ExitCode::SUCCESS))
+        }
+        Commands::Task { command, endpoints } => {
+            exit_with(with_runtime(run_task(command, endpoints)))
+        }
+        Commands::Lock {
+            command: LockCommand::Run(args),
+            endpoints,
+        } => exit_with(with_runtime(async move {
+            let code = cuttle::agent_cmd::lock_run(&args, &endpoints).await?;
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        })),
         Commands::Cluster { command, endpoints } => match run_cluster(command, &endpoints) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -182,6 +294,135 @@ fn main() -> ExitCode {
 
 /// Exit status when the cluster refused or could not serve a request.
 const EXIT_FAILED: u8 = 1;
+
+fn with_runtime<T>(
+    future: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+}
+
+fn exit_with(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            report(&error);
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+async fn run_task(command: TaskCommand, endpoints: Endpoints) -> anyhow::Result<ExitCode> {
+    use cuttle::task;
+    let client = endpoints.client()?;
+    match command {
+        TaskCommand::Submit {
+            file,
+            follow,
+            output,
+        } => {
+            let (spec, payload) = task::load(&file)?;
+            let (project, environment, tenant) = (
+                spec.project.clone(),
+                spec.environment.clone(),
+                spec.tenant.clone(),
+            );
+            let id = task::submit(&client, spec, payload).await?;
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({"tasks": [{"id": id, "project": project, "environment": environment, "tenant": tenant}]})
+                ),
+                Output::Human => println!("task {id} queued"),
+            }
+            if follow {
+                let state = task::logs(&client, id, true, false).await?;
+                return Ok(if state == "succeeded" {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_FAILED)
+                });
+            }
+        }
+        TaskCommand::List { output } => {
+            let tasks = client.read("tasks").await?;
+            match output {
+                Output::Json => println!("{tasks}"),
+                Output::Human => {
+                    println!(
+                        "{:<6} {:<20} {:<10} {:<12} {:<10} STATE",
+                        "ID", "PROJECT", "RELEASE", "ENVIRONMENT", "TENANT"
+                    );
+                    for t in tasks.as_array().into_iter().flatten() {
+                        println!(
+                            "{:<6} {:<20} {:<10} {:<12} {:<10} {}",
+                            t["id"],
+                            t["project"].as_str().unwrap_or(""),
+                            t["release"].as_str().unwrap_or(""),
+                            t["environment"].as_str().unwrap_or(""),
+                            t["tenant"].as_str().unwrap_or("-"),
+                            t["phase"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+        }
+        TaskCommand::Show { id, output } => {
+            let view = client.read(&format!("task:{id}")).await?;
+            match output {
+                Output::Json => println!("{view}"),
+                Output::Human => {
+                    println!(
+                        "task {id}: {} {} to {}{} — {}{}",
+                        view["project"].as_str().unwrap_or(""),
+                        view["release"].as_str().unwrap_or(""),
+                        view["environment"].as_str().unwrap_or(""),
+                        view["tenant"]
+                            .as_str()
+                            .map(|t| format!(" ({t})"))
+                            .unwrap_or_default(),
+                        view["state"].as_str().unwrap_or(""),
+                        view["waiting_for"]
+                            .as_str()
+                            .map(|w| format!(": {w}"))
+                            .unwrap_or_default()
+                    );
+                    println!(
+                        "{:<6} {:<16} {:<12} {:<12} {:<6} WAITING FOR",
+                        "UNIT", "STEP", "TARGET", "STATE", "TOKEN"
+                    );
+                    for u in view["units"].as_array().into_iter().flatten() {
+                        println!(
+                            "{:<6} {:<16} {:<12} {:<12} {:<6} {}",
+                            u["id"],
+                            u["step"].as_str().unwrap_or(""),
+                            u["target"].as_str().unwrap_or(""),
+                            u["state"].as_str().unwrap_or(""),
+                            u["token"]
+                                .as_u64()
+                                .map(|t| t.to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            u["waiting_for"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+        }
+        TaskCommand::Logs { id, follow, output } => {
+            let state = task::logs(&client, id, follow, matches!(output, Output::Json)).await?;
+            if follow && state != "succeeded" {
+                return Ok(ExitCode::from(EXIT_FAILED));
+            }
+        }
+        TaskCommand::Cancel { id } => {
+            task::cancel(&client, id).await?;
+            println!("task {id}: cancel requested");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 fn run_cluster(command: ClusterCommand, endpoints: &Endpoints) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -45,6 +45,12 @@ pub struct ServerArgs {
     /// Log entries kept behind a snapshot.
     #[arg(long, value_name = "N")]
     pub log_entries_kept_after_snapshot: Option<u64>,
+    /// An agent not heard from for this long is declared lost (default 15000).
+    #[arg(long, value_name = "MS")]
+    pub agent_lease_timeout_ms: Option<u64>,
+    /// How often agents heartbeat (default 1000).
+    #[arg(long, value_name = "MS")]
+    pub agent_heartbeat_interval_ms: Option<u64>,
 }
 
 /// Parses `1=HOST:PORT,2=HOST:PORT`.
@@ -109,6 +115,14 @@ pub fn config(args: &ServerArgs) -> anyhow::Result<NodeConfig> {
             args.log_entries_kept_after_snapshot,
             &mut config.log_entries_kept_after_snapshot,
         ),
+        (
+            args.agent_lease_timeout_ms,
+            &mut config.agent_lease_timeout_ms,
+        ),
+        (
+            args.agent_heartbeat_interval_ms,
+            &mut config.agent_heartbeat_interval_ms,
+        ),
     ];
     for (flag, setting) in numbers {
         if let Some(value) = flag {
@@ -119,30 +133,35 @@ pub fn config(args: &ServerArgs) -> anyhow::Result<NodeConfig> {
     Ok(config)
 }
 
-/// Runs a node until SIGINT or SIGTERM.
-pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
-    let config = config(args)?;
+/// Logs to stderr, filtered by `CUTTLE_LOG` (default `info,openraft=warn`).
+pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CUTTLE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .init();
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
+    let config = config(args)?;
+    init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(async move {
-        let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        };
-        cuttle_node::server::run(config, shutdown).await
-    })?;
+    runtime.block_on(cuttle_node::server::run(config, shutdown_signal()))?;
     Ok(())
 }

@@ -7,7 +7,11 @@
 //! cuttle-raft --test golden`.
 
 use cuttle_raft::cluster::codec;
+use cuttle_raft::cluster::types::{decode_entry, BatchV1, TypeConfigV1};
 use cuttle_raft::cluster::{Batch, TypeConfig};
+use cuttle_raft::ledger::{
+    LogLine, LogStream, Replicated, Request, StepPayload, TaskPayload, Variable,
+};
 use cuttle_raft::sched::*;
 use openraft::{Entry, EntryPayload, LogId};
 use std::path::PathBuf;
@@ -34,7 +38,14 @@ fn check_golden(name: &str, bytes: &[u8]) -> Vec<u8> {
     }
 }
 
-fn sample_batch() -> Batch {
+fn sample_task() -> TaskSpec {
+    match &sample_commands()[2] {
+        Command::SubmitTask(task) => task.clone(),
+        _ => unreachable!(),
+    }
+}
+
+fn sample_commands() -> Vec<Command> {
     let target = TargetSpec {
         name: "web01".into(),
         environments: vec!["Production".into()],
@@ -67,64 +78,148 @@ fn sample_batch() -> Batch {
             }),
         }],
     };
+    vec![
+        Command::UpsertTarget(target),
+        Command::SetSettings(SettingsPatch {
+            task_cap: Some(7),
+            ended_tasks_retained: None,
+            queued_tasks_max: Some(9),
+        }),
+        Command::SubmitTask(task),
+        Command::UnitStarted {
+            unit: UnitId(1),
+            attempt: 1,
+        },
+        Command::UnitFinished {
+            unit: UnitId(1),
+            attempt: 1,
+            exit_code: 0,
+        },
+        Command::CancelTask { task: TaskId(1) },
+        Command::AgentLost {
+            name: "web01".into(),
+        },
+        Command::RemoveTarget {
+            name: "web01".into(),
+        },
+        Command::AcquireLock(LockSpec {
+            name: "db".into(),
+            target: None,
+            capacity: 1,
+            holder: "ci".into(),
+            ttl_ms: 30_000,
+        }),
+        Command::KeepAliveLock { request: ReqId(9) },
+        Command::ReleaseLock { request: ReqId(9) },
+        Command::Tick,
+    ]
+}
+
+fn sample_payload() -> TaskPayload {
+    TaskPayload {
+        steps: vec![StepPayload {
+            script: "echo deploying #{Cuttle.Release.Number}".into(),
+            acquire_script: "true".into(),
+            timeout_ms: 60_000,
+        }],
+        variables: vec![Variable {
+            name: "DbPassword".into(),
+            value: "hunter2".into(),
+            sensitive: true,
+        }],
+    }
+}
+
+fn sample_batch() -> Batch {
+    let mut commands: Vec<Request> = sample_commands().into_iter().map(Request::Core).collect();
+    commands.push(Request::SubmitDeployment {
+        spec: sample_task(),
+        payload: sample_payload(),
+    });
+    commands.push(Request::AppendLog {
+        unit: UnitId(1),
+        attempt: 1,
+        seq: 0,
+        lines: vec![LogLine {
+            ts_ms: 1_790_000_000_001,
+            unit: None,
+            stream: LogStream::Stderr,
+            text: "warming up".into(),
+        }],
+    });
     Batch {
         now_ms: 1_790_000_000_000,
-        commands: vec![
-            Command::UpsertTarget(target),
-            Command::SetSettings(SettingsPatch {
-                task_cap: Some(7),
-                ended_tasks_retained: None,
-                queued_tasks_max: Some(9),
-            }),
-            Command::SubmitTask(task),
-            Command::UnitStarted {
-                unit: UnitId(1),
-                attempt: 1,
-            },
-            Command::UnitFinished {
-                unit: UnitId(1),
-                attempt: 1,
-                exit_code: 0,
-            },
-            Command::CancelTask { task: TaskId(1) },
-            Command::AgentLost {
-                name: "web01".into(),
-            },
-            Command::RemoveTarget {
-                name: "web01".into(),
-            },
-            Command::AcquireLock(LockSpec {
-                name: "db".into(),
-                target: None,
-                capacity: 1,
-                holder: "ci".into(),
-                ttl_ms: 30_000,
-            }),
-            Command::KeepAliveLock { request: ReqId(9) },
-            Command::ReleaseLock { request: ReqId(9) },
-            Command::Tick,
-        ],
+        commands,
     }
 }
 
 #[test]
 fn a_log_entry_written_by_format_1_still_decodes() {
-    let entry: Entry<TypeConfig> = Entry {
+    let old = BatchV1 {
+        now_ms: 1_790_000_000_000,
+        commands: sample_commands(),
+    };
+    let entry: Entry<TypeConfigV1> = Entry {
         log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), 42),
+        payload: EntryPayload::Normal(old.clone()),
+    };
+    let mut bytes = 1u16.to_le_bytes().to_vec();
+    bincode::serde::encode_into_std_write(&entry, &mut bytes, bincode::config::standard()).unwrap();
+    let stored = check_golden("log_entry_v1.bin", &bytes);
+    assert_eq!(stored, bytes, "format 1 is what it was");
+    let decoded = decode_entry(&stored).expect("the golden format-1 log entry decodes");
+    assert_eq!(decoded.log_id, entry.log_id);
+    match decoded.payload {
+        EntryPayload::Normal(batch) => assert_eq!(batch, Batch::from(old)),
+        _ => panic!("payload kind changed"),
+    }
+}
+
+#[test]
+fn a_log_entry_written_by_format_2_still_decodes() {
+    let entry: Entry<TypeConfig> = Entry {
+        log_id: LogId::new(openraft::CommittedLeaderId::new(4, 2), 43),
         payload: EntryPayload::Normal(sample_batch()),
     };
     let bytes = codec::encode(&entry).unwrap();
-    let stored = check_golden("log_entry_v1.bin", &bytes);
-    let decoded: Entry<TypeConfig> = codec::decode(&stored).expect("the golden log entry decodes");
+    let stored = check_golden("log_entry_v2.bin", &bytes);
+    let decoded = decode_entry(&stored).expect("the golden log entry decodes");
     assert_eq!(decoded.log_id, entry.log_id);
     match (decoded.payload, entry.payload) {
         (EntryPayload::Normal(a), EntryPayload::Normal(b)) => assert_eq!(a, b),
         _ => panic!("payload kind changed"),
     }
+    assert_eq!(stored, bytes, "this version writes log entries as format 2");
+}
+
+#[test]
+fn a_replicated_snapshot_written_by_this_format_still_decodes() {
+    let mut state = Replicated::new(sample_state());
+    let mut events = Vec::new();
+    let mut spec = sample_task();
+    spec.release = "1.2.5".into();
+    state
+        .apply(
+            3_000,
+            Request::SubmitDeployment {
+                spec,
+                payload: sample_payload(),
+            },
+            &mut events,
+        )
+        .expect("the sample deployment is accepted");
+    let bytes = state.snapshot().unwrap();
+    let stored = check_golden("replicated_snapshot_v1.bin", &bytes);
+    let restored = Replicated::restore(&stored).expect("the golden snapshot decodes");
     assert_eq!(
-        stored, bytes,
-        "this version writes log entries as format 1 did"
+        restored.snapshot().unwrap(),
+        bytes,
+        "it restores the same state"
     );
+    assert_eq!(stored, bytes, "this version writes the golden bytes");
+    let bare = Replicated::restore(&sample_state().snapshot().unwrap())
+        .expect("a bare core snapshot (written before the ledger) restores");
+    assert_eq!(bare.scheduler, sample_state());
 }
 
 /// A small state with something of everything: targets, a running task with a dispatched unit, a
@@ -136,13 +231,10 @@ fn sample_state() -> Scheduler {
             .apply_one(now_ms, command)
             .expect("sample command accepted");
     };
-    for (now_ms, command) in sample_batch().commands.into_iter().take(3).enumerate() {
+    for (now_ms, command) in sample_commands().into_iter().take(3).enumerate() {
         apply(1_000 + now_ms as u64, command);
     }
-    let mut second = match &sample_batch().commands[2] {
-        Command::SubmitTask(task) => task.clone(),
-        _ => unreachable!(),
-    };
+    let mut second = sample_task();
     second.release = "1.2.4".into();
     apply(2_000, Command::SubmitTask(second));
     apply(

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod agents;
+
 use cuttle_node::client::Client;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -252,7 +254,7 @@ impl Load {
             let mut i = 0;
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
                 let name = format!("{prefix}{i}");
-                match client.write(&command(&name)).await {
+                match client.write(command(&name)).await {
                     Ok((Ok(_), _)) => w.lock().unwrap().push(name),
                     other => f.lock().unwrap().push(format!("{name}: {other:?}")),
                 }

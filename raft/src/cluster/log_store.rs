@@ -74,7 +74,7 @@ impl LogStore {
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match self.inner.meta.get(key).map_err(read_err)? {
-            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(read_err)?)),
+            Some(bytes) => Ok(Some(codec::decode_stored(&bytes).map_err(read_err)?)),
             None => Ok(None),
         }
     }
@@ -88,7 +88,8 @@ impl LogStore {
     fn last_entry_id(&self) -> Result<Option<LogId<NodeId>>> {
         match self.inner.log.last().map_err(read_err)? {
             Some((_, bytes)) => {
-                let entry: Entry<TypeConfig> = codec::decode(&bytes).map_err(read_err)?;
+                let entry: Entry<TypeConfig> =
+                    crate::cluster::types::decode_entry(&bytes).map_err(read_err)?;
                 Ok(Some(*entry.get_log_id()))
             }
             None => Ok(None),
@@ -117,7 +118,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&index) {
                 break;
             }
-            let entry: Entry<TypeConfig> = codec::decode(&bytes).map_err(read_err)?;
+            let entry: Entry<TypeConfig> =
+                crate::cluster::types::decode_entry(&bytes).map_err(read_err)?;
             debug_assert_eq!(entry.get_log_id().index, index);
             entries.push(entry);
         }

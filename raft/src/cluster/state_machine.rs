@@ -5,7 +5,8 @@
 use crate::cluster::codec;
 use crate::cluster::log_store::LogStore;
 use crate::cluster::types::{BatchResult, NodeId, TypeConfig};
-use crate::sched::{Input, Scheduler};
+use crate::ledger::Replicated;
+use crate::sched::{Event, Scheduler};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
@@ -14,14 +15,30 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
+use tokio::sync::{broadcast, watch};
+
+/// Applied entries a subscriber may fall behind by before it must resynchronise from the state.
+pub const APPLIED_FEED_ENTRIES_MAX: usize = 4_096;
+
+/// What one applied log entry decided, for the node's observers (the leader's dispatcher, lock
+/// waiters). Observers that fall behind, or see `resync`, read the state afresh.
+#[derive(Clone, Debug)]
+pub struct AppliedEntry {
+    /// The entry's log index.
+    pub index: u64,
+    /// The events of its commands, in order (rejected commands have none).
+    pub events: Vec<Event>,
+    /// The state was replaced by a snapshot: everything may have changed.
+    pub resync: bool,
+}
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
 /// What the state machine holds, shared with the node's readers.
 #[derive(Debug)]
 pub struct Applied {
-    /// The scheduling core.
-    pub scheduler: Scheduler,
+    /// The scheduling core and the ledger.
+    pub replicated: Replicated,
     /// The last log entry applied.
     pub last_applied: Option<LogId<NodeId>>,
     /// The last membership applied.
@@ -34,10 +51,19 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+impl Applied {
+    /// The scheduling core.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.replicated.scheduler
+    }
+}
+
 /// The state machine. Cloning shares it.
 #[derive(Clone)]
 pub struct StateMachine {
     applied: Arc<RwLock<Applied>>,
+    feed: broadcast::Sender<Arc<AppliedEntry>>,
+    applied_index: watch::Sender<u64>,
     snapshots: sled::Tree,
     store: LogStore,
 }
@@ -60,21 +86,24 @@ impl StateMachine {
         let snapshots = db.open_tree("snapshot")?;
         let applied = match snapshots.get("current")? {
             Some(bytes) => {
-                let stored: StoredSnapshot = codec::decode(&bytes)?;
+                let stored: StoredSnapshot = codec::decode_stored(&bytes)?;
                 Applied {
-                    scheduler: Scheduler::restore(&stored.data)?,
+                    replicated: Replicated::restore(&stored.data)?,
                     last_applied: stored.meta.last_log_id,
                     membership: stored.meta.last_membership,
                 }
             }
             None => Applied {
-                scheduler: Scheduler::default(),
+                replicated: Replicated::default(),
                 last_applied: None,
                 membership: StoredMembership::default(),
             },
         };
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         Ok(StateMachine {
             applied: Arc::new(RwLock::new(applied)),
+            feed: broadcast::channel(APPLIED_FEED_ENTRIES_MAX).0,
+            applied_index: watch::channel(index).0,
             snapshots,
             store,
         })
@@ -85,9 +114,27 @@ impl StateMachine {
         &self.applied
     }
 
+    /// The decisions of every entry applied from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AppliedEntry>> {
+        self.feed.subscribe()
+    }
+
+    /// The index of the last entry applied, updated after each apply.
+    pub fn applied_index(&self) -> watch::Receiver<u64> {
+        self.applied_index.subscribe()
+    }
+
+    fn publish(&self, entry: AppliedEntry) {
+        let index = entry.index;
+        if self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(Arc::new(entry));
+        }
+        self.applied_index.send_replace(index);
+    }
+
     fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>> {
         match self.snapshots.get("current").map_err(sm_read)? {
-            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(sm_read)?)),
+            Some(bytes) => Ok(Some(codec::decode_stored(&bytes).map_err(sm_read)?)),
             None => Ok(None),
         }
     }
@@ -106,7 +153,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
         let (data, meta) = {
             let applied = self.applied.read().expect("state machine lock");
-            let data = applied.scheduler.snapshot().map_err(snap_write)?;
+            let data = applied.replicated.snapshot().map_err(snap_write)?;
             let id = match applied.last_applied {
                 Some(log_id) => {
                     format!("{}-{}-{}", log_id.leader_id.term, log_id.index, data.len())
@@ -144,31 +191,40 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
     {
-        let mut applied = self.applied.write().expect("state machine lock");
         let mut replies = Vec::new();
         let mut events = Vec::new();
+        let observed = self.feed.receiver_count() > 0;
         for entry in entries {
-            applied.last_applied = Some(entry.log_id);
             let mut reply = BatchResult::default();
-            match entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(batch) => {
-                    reply.results.reserve(batch.commands.len());
-                    for command in batch.commands {
-                        let input = Input {
-                            now_ms: batch.now_ms,
-                            command,
-                        };
-                        let result = applied.scheduler.apply(input, &mut events);
-                        reply
-                            .results
-                            .push(result.map(|()| std::mem::take(&mut events)));
+            let mut entry_events = Vec::new();
+            {
+                let mut applied = self.applied.write().expect("state machine lock");
+                applied.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => {}
+                    EntryPayload::Normal(batch) => {
+                        reply.results.reserve(batch.commands.len());
+                        for request in batch.commands {
+                            let result =
+                                applied.replicated.apply(batch.now_ms, request, &mut events);
+                            if observed {
+                                entry_events.extend(events.iter().cloned());
+                            }
+                            reply
+                                .results
+                                .push(result.map(|()| std::mem::take(&mut events)));
+                        }
+                    }
+                    EntryPayload::Membership(membership) => {
+                        applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                     }
                 }
-                EntryPayload::Membership(membership) => {
-                    applied.membership = StoredMembership::new(Some(entry.log_id), membership);
-                }
             }
+            self.publish(AppliedEntry {
+                index: entry.log_id.index,
+                events: entry_events,
+                resync: false,
+            });
             replies.push(reply);
         }
         Ok(replies)
@@ -188,17 +244,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<()> {
         let data = snapshot.into_inner();
-        let scheduler = Scheduler::restore(&data)
+        let replicated = Replicated::restore(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
         };
         self.save_snapshot(&stored).await?;
-        let mut applied = self.applied.write().expect("state machine lock");
-        applied.scheduler = scheduler;
-        applied.last_applied = meta.last_log_id;
-        applied.membership = meta.last_membership.clone();
+        {
+            let mut applied = self.applied.write().expect("state machine lock");
+            applied.replicated = replicated;
+            applied.last_applied = meta.last_log_id;
+            applied.membership = meta.last_membership.clone();
+        }
+        self.publish(AppliedEntry {
+            index: meta.last_log_id.map(|l| l.index).unwrap_or(0),
+            events: Vec::new(),
+            resync: true,
+        });
         Ok(())
     }
 

@@ -1,0 +1,311 @@
+//! The agent API (`Agents.Attach`): one bidirectional stream per agent. On the leader it is a
+//! session (registration through Raft, the units to run, heartbeat acknowledgements, reports
+//! proposed in order and acknowledged once committed); on a follower the stream is relayed to the
+//! leader, so an agent may dial any node.
+
+use crate::cluster_service::ClusterApi;
+use crate::dispatcher::{session_start, Confirmer};
+use crate::network::lazy_channel;
+use crate::proposer::ProposeError;
+use crate::sessions::{Sessions, SESSION_QUEUE_MESSAGES_MAX};
+use cuttle_proto::v1::agent_message::Kind as In;
+use cuttle_proto::v1::agents_client::AgentsClient;
+use cuttle_proto::v1::agents_server::{Agents, AgentsServer};
+use cuttle_proto::v1::server_message::Kind as Out;
+use cuttle_proto::v1::*;
+use cuttle_raft::ledger::{
+    LogLine as StoredLine, LogStream as StoredStream, Request as Replicated,
+};
+use cuttle_raft::sched::{Command, TargetSpec, UnitId};
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Reports from one agent waiting to be proposed; a full queue holds the agent's stream back.
+pub const SESSION_REPORTS_MAX: usize = 1_024;
+
+/// The agent API of one node.
+#[derive(Clone)]
+pub struct AgentApi {
+    /// The node's client API (Raft, proposer, state).
+    pub api: ClusterApi,
+    /// The leader's sessions.
+    pub sessions: Sessions,
+    /// Leadership confirmation for heartbeat acknowledgements.
+    pub confirmer: Confirmer,
+    /// The agents' lease.
+    pub lease_timeout: Duration,
+    /// How often agents heartbeat.
+    pub heartbeat_interval: Duration,
+}
+
+type ServerStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
+
+impl AgentApi {
+    /// The gRPC service.
+    pub fn service(self) -> AgentsServer<AgentApi> {
+        AgentsServer::new(self)
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(16 << 20)
+    }
+
+    async fn relay(
+        &self,
+        leader: String,
+        mut inbound: Streaming<AgentMessage>,
+    ) -> Result<ServerStream, Status> {
+        let channel = lazy_channel(&leader)
+            .ok_or_else(|| Status::internal(format!("leader address {leader:?} is malformed")))?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = inbound.message().await {
+                if tx.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut request = Request::new(ReceiverStream::new(rx));
+        request
+            .metadata_mut()
+            .insert("cuttle-forwarded", "1".parse().expect("ascii"));
+        let upstream = AgentsClient::new(channel)
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(16 << 20)
+            .attach(request)
+            .await?;
+        Ok(Box::pin(upstream.into_inner()))
+    }
+
+    async fn serve(&self, mut inbound: Streaming<AgentMessage>) -> Result<ServerStream, Status> {
+        let first = tokio::time::timeout(self.api.request_timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within the request timeout"))??;
+        let Some(AgentMessage {
+            kind: Some(In::Hello(hello)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first message of a session must be Hello (name, environments, roles, tenants, capacity)",
+            ));
+        };
+        let name = hello.name.clone();
+        let spec = TargetSpec {
+            name: hello.name,
+            environments: hello.environments,
+            roles: hello.roles,
+            tenants: hello.tenants,
+            capacity: hello.capacity,
+        };
+        match self.propose(Command::UpsertTarget(spec).into()).await? {
+            Ok(_) => {}
+            Err(rejection) => {
+                return Err(Status::invalid_argument(format!(
+                    "agent {name:?} cannot register: {rejection}"
+                )))
+            }
+        }
+        let (tx, mut rx) = mpsc::channel(SESSION_QUEUE_MESSAGES_MAX);
+        let id = self.sessions.attach(&name, tx, hello.version);
+        tracing::info!(agent = %name, session = id, "agent attached");
+        let (scan_index, backlog) = {
+            let applied = self.api.state.read().expect("state lock");
+            session_start(&applied, &name)
+        };
+        let (out, out_rx) = mpsc::channel::<Result<ServerMessage, Status>>(256);
+        let welcome = ServerMessage {
+            kind: Some(Out::Welcome(Welcome {
+                leader_id: self.api.id,
+                lease_timeout_ms: self.lease_timeout.as_millis() as u64,
+                heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+            })),
+        };
+        out.send(Ok(welcome)).await.ok();
+        for message in backlog {
+            out.send(Ok(message)).await.ok();
+        }
+        // Writer: everything routed to the session after the scan, in order.
+        let writer_out = out.clone();
+        tokio::spawn(async move {
+            while let Some((index, message)) = rx.recv().await {
+                if index != 0 && index <= scan_index {
+                    continue;
+                }
+                if writer_out.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = writer_out
+                .send(Err(Status::unavailable(
+                    "session closed by the cluster (leadership moved, lease lost or replaced): attach again",
+                )))
+                .await;
+        });
+        // Reports are proposed one after the other, in the order the agent sent them.
+        let (reports, mut report_rx) = mpsc::channel::<AgentMessage>(SESSION_REPORTS_MAX);
+        let me = self.clone();
+        let reporter_name = name.clone();
+        tokio::spawn(async move {
+            while let Some(report) = report_rx.recv().await {
+                if !me.record(&reporter_name, id, report).await {
+                    me.sessions.detach(&reporter_name, id);
+                    return;
+                }
+            }
+        });
+        // Reader: heartbeats are answered at once (after a leadership confirmation); reports queue.
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = inbound.message().await {
+                let received = Instant::now();
+                if !me.sessions.is_current(&name, id) {
+                    break;
+                }
+                match message.kind {
+                    Some(In::Heartbeat(beat)) => {
+                        me.sessions.heard(&name, id, Some(beat.refusals));
+                        let me = me.clone();
+                        let name = name.clone();
+                        tokio::spawn(async move {
+                            if me
+                                .confirmer
+                                .confirmed_after(received, me.lease_timeout)
+                                .await
+                            {
+                                let ack = ServerMessage {
+                                    kind: Some(Out::HeartbeatAck(HeartbeatAck { seq: beat.seq })),
+                                };
+                                me.sessions.send(&name, (0, ack));
+                            }
+                        });
+                    }
+                    Some(In::Hello(_)) | None => {
+                        tracing::warn!(agent = %name, "unexpected message in a session: ignored");
+                    }
+                    Some(_) => {
+                        me.sessions.heard(&name, id, None);
+                        if reports.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            me.sessions.detach(&name, id);
+            tracing::info!(agent = %name, session = id, "agent detached");
+        });
+        Ok(Box::pin(ReceiverStream::new(out_rx)))
+    }
+
+    async fn propose(
+        &self,
+        request: Replicated,
+    ) -> Result<Result<Vec<cuttle_raft::sched::Event>, cuttle_raft::sched::Rejection>, Status> {
+        match tokio::time::timeout(self.api.request_timeout, self.api.proposer.propose(request))
+            .await
+        {
+            Err(_) => Err(Status::unavailable(
+                "the cluster did not commit in time: retry",
+            )),
+            Ok(Ok((result, _index))) => Ok(result),
+            Ok(Err(ProposeError::NotLeader(_))) => {
+                Err(Status::unavailable("leadership moved: attach again"))
+            }
+            Ok(Err(e)) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    /// Proposes one report and acknowledges it; false when the session must end (the report is
+    /// kept by the agent and sent again after it re-attaches).
+    async fn record(&self, name: &str, id: u64, report: AgentMessage) -> bool {
+        let (report_id, request) = match report.kind {
+            Some(In::Started(s)) => (
+                s.report_id,
+                Command::UnitStarted {
+                    unit: UnitId(s.unit),
+                    attempt: s.attempt,
+                }
+                .into(),
+            ),
+            Some(In::Finished(f)) => {
+                if !f.reason.is_empty() {
+                    tracing::info!(agent = name, unit = f.unit, attempt = f.attempt, exit_code = f.exit_code, reason = %f.reason, "unit ended abnormally");
+                }
+                (
+                    f.report_id,
+                    Command::UnitFinished {
+                        unit: UnitId(f.unit),
+                        attempt: f.attempt,
+                        exit_code: f.exit_code,
+                    }
+                    .into(),
+                )
+            }
+            Some(In::Output(o)) => (
+                o.report_id,
+                Replicated::AppendLog {
+                    unit: UnitId(o.unit),
+                    attempt: o.attempt,
+                    seq: o.seq,
+                    lines: o
+                        .lines
+                        .into_iter()
+                        .map(|l| StoredLine {
+                            ts_ms: l.ts_ms,
+                            unit: None,
+                            stream: match LogStream::try_from(l.stream) {
+                                Ok(LogStream::Stderr) => StoredStream::Stderr,
+                                Ok(LogStream::System) => StoredStream::System,
+                                _ => StoredStream::Stdout,
+                            },
+                            text: l.text,
+                        })
+                        .collect(),
+                },
+            ),
+            _ => return true,
+        };
+        match self.propose(request).await {
+            Ok(result) => {
+                if let Err(rejection) = result {
+                    // Stale or duplicate reports are expected after a reconnect.
+                    tracing::debug!(agent = name, report_id, %rejection, "report refused");
+                }
+                let ack = ServerMessage {
+                    kind: Some(Out::ReportAck(ReportAck { report_id })),
+                };
+                self.sessions.send(name, (0, ack));
+                self.sessions.is_current(name, id)
+            }
+            Err(status) => {
+                tracing::info!(agent = name, error = %status.message(), "report not recorded: closing the session");
+                false
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Agents for AgentApi {
+    type AttachStream = ServerStream;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let forwarded = request.metadata().contains_key("cuttle-forwarded");
+        let inbound = request.into_inner();
+        let stream = match self.api.leader_addr().await? {
+            None => self.serve(inbound).await?,
+            Some(_) if forwarded => {
+                return Err(Status::unavailable(
+                    "this node is not the leader and the session was already relayed once: attach again",
+                ))
+            }
+            Some(leader) => self.relay(leader, inbound).await?,
+        };
+        Ok(Response::new(stream))
+    }
+}

@@ -1,0 +1,181 @@
+//! Read views of the replicated state as JSON documents (the `Read` call): agents with their
+//! sessions, one task with its units, a task's log from a line on. Field names are stable; they are
+//! documented in `docs/cli.md`.
+
+use crate::sessions::Sessions;
+use cuttle_raft::cluster::state_machine::Applied;
+use cuttle_raft::sched::{Phase, TaskId, TaskOutcome, UnitKind, UnitOutcome, UnitState};
+use serde_json::{json, Value};
+use tonic::Status;
+
+/// Most log lines one read returns; read again from `next` for more.
+pub const LOG_LINES_PER_READ_MAX: usize = 5_000;
+
+fn parse_id(text: &str, what: &str) -> Result<u64, Status> {
+    text.parse().map_err(|_| {
+        Status::invalid_argument(format!(
+            "{what} {text:?} is not a number: give a task id such as 42"
+        ))
+    })
+}
+
+fn task_state(phase: &Phase) -> &'static str {
+    match phase {
+        Phase::Queued => "queued",
+        Phase::Running { .. } => "running",
+        Phase::Ended(TaskOutcome::Succeeded) => "succeeded",
+        Phase::Ended(TaskOutcome::Failed { .. }) => "failed",
+        Phase::Ended(TaskOutcome::Cancelled) => "cancelled",
+    }
+}
+
+/// Every registered agent (target) with its labels, whether it is attached to the leader, and the
+/// units it runs.
+pub fn agents(state: &Applied, sessions: &Sessions) -> Value {
+    let sched = state.scheduler();
+    let names = sched.symbols();
+    let list = |syms: &[cuttle_raft::sched::Sym]| -> Vec<&str> {
+        syms.iter().map(|s| names.name(*s)).collect()
+    };
+    Value::Array(
+        sched
+            .targets()
+            .map(|(id, t)| {
+                let name = names.name(t.name);
+                let running: Vec<Value> = sched
+                    .units()
+                    .filter(|u| u.target == id && u.is_active())
+                    .map(|u| json!({"unit": u.id.0, "task": u.task.0, "attempt": u.attempt, "token": u.token.map(|t| t.0)}))
+                    .collect();
+                let session = sessions.view(name);
+                json!({
+                    "name": name,
+                    "environments": list(&t.environments),
+                    "roles": list(&t.roles),
+                    "tenants": list(&t.tenants),
+                    "capacity": t.capacity,
+                    "online": t.online,
+                    "connected": session.is_some(),
+                    "last_contact_ms_ago": session.as_ref().map(|s| s.last_contact_ms_ago),
+                    "refusals": session.as_ref().map(|s| s.refusals).unwrap_or(0),
+                    "version": session.as_ref().map(|s| s.version.clone()),
+                    "running": running,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// One task with its units.
+pub fn task(state: &Applied, id: &str) -> Result<Value, Status> {
+    let id = TaskId(parse_id(id, "task id")?);
+    let sched = state.scheduler();
+    let names = sched.symbols();
+    let task = sched.task(id).ok_or_else(|| {
+        Status::not_found(format!(
+            "unknown task {}: it never existed or was forgotten",
+            id.0
+        ))
+    })?;
+    let process = sched.process(task.process);
+    let units: Vec<Value> = task
+        .units
+        .iter()
+        .filter_map(|u| sched.unit(*u))
+        .map(|u| {
+            let (state, exit_code) = match &u.state {
+                UnitState::Waiting => ("waiting", None),
+                UnitState::Dispatched { .. } => ("dispatched", None),
+                UnitState::Running { .. } => ("running", None),
+                UnitState::Ended(UnitOutcome::Succeeded) => ("succeeded", Some(0)),
+                UnitState::Ended(UnitOutcome::Failed { exit_code }) => ("failed", Some(*exit_code)),
+                UnitState::Ended(UnitOutcome::TargetLost) => ("target-lost", None),
+                UnitState::Ended(UnitOutcome::Skipped) => ("skipped", None),
+                UnitState::Ended(UnitOutcome::Cancelled) => ("cancelled", None),
+            };
+            let step = process
+                .and_then(|p| p.steps.get(u.step as usize))
+                .map(|s| names.name(s.name))
+                .unwrap_or("?");
+            let target = sched
+                .target(u.target)
+                .map(|t| names.name(t.name))
+                .unwrap_or("?");
+            let waiting_for = sched.explain_unit(u.id).map(|w| sched.describe(&w));
+            json!({
+                "id": u.id.0,
+                "step": step,
+                "kind": match u.kind { UnitKind::Run => "run", UnitKind::Acquire => "acquire" },
+                "target": target,
+                "attempt": u.attempt,
+                "state": state,
+                "exit_code": exit_code,
+                "exclusive": u.exclusive,
+                "token": u.token.map(|t| t.0),
+                "dispatched_ms": u.dispatched_ms,
+                "ended_ms": u.ended_ms,
+                "waiting_for": waiting_for,
+            })
+        })
+        .collect();
+    let reason = match &task.phase {
+        Phase::Ended(TaskOutcome::Failed { reason }) => Some(reason.clone()),
+        _ => None,
+    };
+    Ok(json!({
+        "id": id.0,
+        "project": names.name(task.project),
+        "release": task.release.as_ref(),
+        "environment": names.name(task.environment),
+        "tenant": task.tenant.map(|t| names.name(t)),
+        "state": task_state(&task.phase),
+        "reason": reason,
+        "submitted_ms": task.submitted_ms,
+        "started_ms": task.started_ms,
+        "ended_ms": task.ended_ms,
+        "token": task.token.map(|t| t.0),
+        "waiting_for": sched.explain_task(id).map(|w| sched.describe(&w)),
+        "units": units,
+    }))
+}
+
+/// A task's log from line `from` on (`ID:FROM`).
+pub fn task_log(state: &Applied, query: &str) -> Result<Value, Status> {
+    let (id, from) = query.split_once(':').unwrap_or((query, "0"));
+    let id = TaskId(parse_id(id, "task id")?);
+    let from = parse_id(from, "line number")? as usize;
+    let sched = state.scheduler();
+    let Some(task) = sched.task(id) else {
+        return Err(Status::not_found(format!(
+            "unknown task {}: it never existed or was forgotten",
+            id.0
+        )));
+    };
+    let log = state.replicated.log(id);
+    let lines: Vec<Value> = log
+        .map(|l| {
+            l.lines
+                .iter()
+                .skip(from)
+                .take(LOG_LINES_PER_READ_MAX)
+                .map(|line| {
+                    json!({
+                        "ts_ms": line.ts_ms,
+                        "unit": line.unit.map(|u| u.0),
+                        "stream": line.stream.name(),
+                        "text": line.text,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let total = log.map(|l| l.lines.len()).unwrap_or(0);
+    Ok(json!({
+        "task": id.0,
+        "state": task_state(&task.phase),
+        "ended": matches!(task.phase, Phase::Ended(_)),
+        "next": (from + lines.len()).min(total.max(from)),
+        "lines": lines,
+        "dropped_lines": log.map(|l| l.dropped_lines).unwrap_or(0),
+    }))
+}

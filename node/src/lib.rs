@@ -15,6 +15,8 @@
 //! - [`lock_service`]: named locks for any program (acquire, wait, keep alive, release).
 //! - [`views`]: the JSON documents of reads (agents, a task with its units, a task's log).
 //! - [`client`]: a client of the cluster API that fails over between endpoints.
+//! - [`agent`]: the target agent: attaches to any node, runs the units it is sent behind a local
+//!   fencing guard and journal, and stops them itself when it loses the leader.
 
 pub mod agent;
 pub mod agent_service;

@@ -166,9 +166,11 @@ fn a_deployment_runs_end_to_end_with_its_log() {
         // The agent list shows both, with labels.
         let out = cuttle(&cluster, &["agent", "list", "--output", "json"]);
         let agents: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-        let names: Vec<&str> = agents.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+        let mut names: Vec<&str> = agents.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+        names.sort();
         assert_eq!(names, ["web01", "web02"]);
         assert_eq!(agents[0]["roles"][0], "web");
+        assert_eq!(agents[0]["environments"][0], "Production");
         // `task logs --follow` of an ended task prints it and exits 0 (succeeded).
         let out = cuttle(&cluster, &["task", "logs", &id.to_string(), "--follow"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -347,5 +349,38 @@ fn cuttle_lock_run_contenders_never_hold_a_capacity_1_lock_together() {
         }
         assert_eq!(tokens.len(), 12);
         assert!(tokens.windows(2).all(|w| w[0] < w[1]), "fencing tokens rise: {tokens:?}");
+    });
+}
+
+#[test]
+fn scripts_in_units_share_a_target_lock_with_cuttle_lock_run() {
+    runtime().block_on(async {
+        let cluster = Cluster::start(3, &[]);
+        leader_among(&cluster, &[1, 2, 3]).await;
+        let _agent = Agent::start(&cluster, "web01", endpoints(&cluster), &["--env", "Production", "--role", "web", "--max-concurrency", "3"]);
+        wait_attached(&cluster, 1).await;
+        let stamps = cluster.tmp.path().join("iis-stamps");
+        // Inside a unit, `--scope target` is the unit's own target and the endpoints come from
+        // the agent.
+        let script = format!(
+            "{cuttle} lock run iis --scope target --ttl 5s -- bash -c 'echo start $CUTTLE_TARGET >> {s}; sleep 0.2; echo end >> {s}'",
+            cuttle = env!("CARGO_BIN_EXE_cuttle"),
+            s = stamps.display()
+        );
+        let bypass = "[[variables]]\nname = \"OctopusBypassDeploymentMutex\"\nvalue = \"True\"\n";
+        let ids: Vec<u64> = ["shop", "blog", "wiki"]
+            .iter()
+            .map(|project| submit(&cluster, &task_file(cluster.tmp.path(), project, project, &script, bypass)))
+            .collect();
+        for id in &ids {
+            wait_task(&cluster, *id, "succeeded", Duration::from_secs(40)).await;
+        }
+        let text = std::fs::read_to_string(&stamps).unwrap();
+        let mut holding = 0;
+        for line in text.lines() {
+            holding += if line.starts_with("start") { 1 } else { -1 };
+            assert!(holding <= 1, "two units held the capacity-1 target lock at once: {text}");
+        }
+        assert_eq!(text.matches("start web01").count(), 3, "{text}");
     });
 }

@@ -182,11 +182,11 @@ mod tests {
         log.append_batch(UnitId(1), 1, 0, lines, &[], 30);
         assert_eq!(
             log.lines.len(),
-            4,
-            "three lines of 7 bytes fit in 30, then the notice"
+            5,
+            "four lines of 7 bytes fit in 30, then the notice"
         );
-        assert!(log.lines[3].text.contains("reached its limit of 30 bytes"));
-        assert_eq!(log.dropped_lines, 7);
+        assert!(log.lines[4].text.contains("reached its limit of 30 bytes"));
+        assert_eq!(log.dropped_lines, 6);
     }
 
     #[test]

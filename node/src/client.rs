@@ -71,45 +71,25 @@ impl Client {
 
     /// Calls `call` on each endpoint in turn until one answers; an answer that is an error of the
     /// cluster (not of the connection) is returned at once.
-    async fn each<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    async fn each<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
         F: FnMut(ClusterClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut last = String::new();
-        for (addr, client) in &self.endpoints {
-            match call(client.clone()).await {
-                Ok(reply) => return Ok(reply.into_inner()),
-                Err(status) if is_connection_error(&status) => {
-                    last = format!("{addr}: {}", status.message());
-                }
-                Err(status) => return Err(ClientError::Refused(status.message().to_string())),
-            }
-        }
-        Err(ClientError::Unavailable(format!(
-            "no endpoint answered (last: {last})"
-        )))
+        each_of(self.endpoints.iter().cloned(), call).await
     }
 
     /// Calls the lock API on each endpoint in turn until one answers.
-    async fn each_lock<F, Fut>(&self, mut call: F) -> Result<LockState, ClientError>
+    async fn each_lock<F, Fut>(&self, call: F) -> Result<LockState, ClientError>
     where
         F: FnMut(LocksClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<LockState>, tonic::Status>>,
     {
-        let mut last = String::new();
-        for (addr, channel) in &self.channels {
-            match call(LocksClient::new(channel.clone())).await {
-                Ok(reply) => return Ok(reply.into_inner()),
-                Err(status) if is_connection_error(&status) => {
-                    last = format!("{addr}: {}", status.message());
-                }
-                Err(status) => return Err(ClientError::Refused(status.message().to_string())),
-            }
-        }
-        Err(ClientError::Unavailable(format!(
-            "no endpoint answered (last: {last})"
-        )))
+        let clients = self
+            .channels
+            .iter()
+            .map(|(addr, channel)| (addr.clone(), LocksClient::new(channel.clone())));
+        each_of(clients, call).await
     }
 
     /// Queues a request for a named lock.
@@ -214,6 +194,31 @@ impl Client {
         })
         .await
     }
+}
+
+/// Calls `call` on each `(address, client)` in turn until one answers; an answer that is an error
+/// of the cluster (not of the connection) is returned at once.
+async fn each_of<C, T, F, Fut>(
+    clients: impl Iterator<Item = (String, C)>,
+    mut call: F,
+) -> Result<T, ClientError>
+where
+    F: FnMut(C) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut last = String::new();
+    for (addr, client) in clients {
+        match call(client).await {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(status) if is_connection_error(&status) => {
+                last = format!("{addr}: {}", status.message());
+            }
+            Err(status) => return Err(ClientError::Refused(status.message().to_string())),
+        }
+    }
+    Err(ClientError::Unavailable(format!(
+        "no endpoint answered (last: {last})"
+    )))
 }
 
 fn is_connection_error(status: &tonic::Status) -> bool {

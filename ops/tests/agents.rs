@@ -7,15 +7,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 use support::agents::{Agent, Proxy};
-use support::{leader_among, wait_for, Cluster};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use support::{leader_among, runtime, wait_for, Cluster};
 
 const LEASE: &[&str] = &[
     "--agent-lease-timeout-ms",
@@ -382,5 +374,41 @@ fn scripts_in_units_share_a_target_lock_with_cuttle_lock_run() {
             assert!(holding <= 1, "two units held the capacity-1 target lock at once: {text}");
         }
         assert_eq!(text.matches("start web01").count(), 3, "{text}");
+    });
+}
+
+#[test]
+fn cancelling_a_running_task_terminates_its_script_and_a_step_timeout_fails_it() {
+    runtime().block_on(async {
+        let cluster = Cluster::start(3, &[]);
+        leader_among(&cluster, &[1, 2, 3]).await;
+        let _agent = Agent::start(&cluster, "web01", endpoints(&cluster), &["--env", "Production", "--role", "web", "--cancel-grace-ms", "2000"]);
+        wait_attached(&cluster, 1).await;
+        let marks = cluster.tmp.path().join("marks");
+        let script = format!(
+            "trap 'echo terminated >> {m}; exit 143' TERM; echo started >> {m}; sleep 600 & wait",
+            m = marks.display()
+        );
+        let id = submit(&cluster, &task_file(cluster.tmp.path(), "c", "shop", &script, ""));
+        wait_unit_running(&cluster, id).await;
+        let out = cuttle(&cluster, &["task", "cancel", &id.to_string()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let task = wait_task(&cluster, id, "cancelled", Duration::from_secs(20)).await;
+        assert_eq!(task["units"][0]["state"], "cancelled", "{task}");
+        let text = std::fs::read_to_string(&marks).unwrap();
+        assert!(text.contains("terminated"), "the script got SIGTERM: {text}");
+
+        let timed = cluster.tmp.path().join("timed.toml");
+        std::fs::write(
+            &timed,
+            "project = \"blog\"\nrelease = \"2.0\"\nenvironment = \"Production\"\n[[steps]]\nname = \"deploy\"\nroles = [\"web\"]\nscript = \"sleep 600\"\ntimeout_ms = 500\n",
+        )
+        .unwrap();
+        let id = submit(&cluster, &timed);
+        let task = wait_task(&cluster, id, "failed", Duration::from_secs(20)).await;
+        assert_eq!(task["units"][0]["state"], "failed", "{task}");
+        let out = cuttle(&cluster, &["task", "logs", &id.to_string()]);
+        let log = String::from_utf8_lossy(&out.stdout);
+        assert!(log.contains("timed out after 500 ms"), "{log}");
     });
 }

@@ -5,7 +5,7 @@ mod support;
 
 use cuttle_raft::sched::{Command, TargetSpec};
 use std::time::Duration;
-use support::{leader_among, wait_for, Cluster, Load};
+use support::{leader_among, runtime, wait_for, Cluster, Load};
 
 fn target(name: &str) -> Command {
     Command::UpsertTarget(TargetSpec {
@@ -24,14 +24,6 @@ async fn targets(client: &cuttle_node::client::Client) -> Vec<String> {
         .iter()
         .map(|t| t["name"].as_str().unwrap().to_string())
         .collect()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

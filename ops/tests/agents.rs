@@ -412,3 +412,61 @@ fn cancelling_a_running_task_terminates_its_script_and_a_step_timeout_fails_it()
         assert!(log.contains("timed out after 500 ms"), "{log}");
     });
 }
+
+#[test]
+fn cuttle_lock_run_stops_its_command_when_it_cannot_keep_the_lease() {
+    runtime().block_on(async {
+        let cluster = Cluster::start(3, &[]);
+        leader_among(&cluster, &[1, 2, 3]).await;
+        let mut proxies = Vec::new();
+        for id in [1, 2, 3] {
+            proxies.push(Proxy::start(cluster.addr(id)).await);
+        }
+        let through: Vec<String> = proxies.iter().map(|p| p.addr.clone()).collect();
+        let marks = cluster.tmp.path().join("lease-marks");
+        let script = format!(
+            "trap 'echo stopped >> {m}; exit 143' TERM; echo holding >> {m}; sleep 600 & wait",
+            m = marks.display()
+        );
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cuttle"))
+            .args([
+                "lock", "run", "db", "--ttl", "2s", "--", "bash", "-c", &script,
+            ])
+            .env("CUTTLE_ENDPOINTS", through.join(","))
+            .env("CUTTLE_LOG", "warn")
+            .spawn()
+            .unwrap();
+        wait_for(
+            "the command to hold the lock",
+            Duration::from_secs(20),
+            || async {
+                std::fs::read_to_string(&marks)
+                    .ok()?
+                    .contains("holding")
+                    .then_some(())
+            },
+        )
+        .await;
+        for proxy in &proxies {
+            proxy.cut();
+        }
+        let status = wait_for("cuttle lock run to stop", Duration::from_secs(20), || {
+            let done = child.try_wait().unwrap();
+            async move { done }
+        })
+        .await;
+        assert!(!status.success(), "losing the lease is a failure");
+        let text = std::fs::read_to_string(&marks).unwrap();
+        assert!(text.contains("stopped"), "the command was stopped: {text}");
+        // Meanwhile the cluster expired the lease: another client gets the lock.
+        let out = cuttle(
+            &cluster,
+            &["lock", "run", "db", "--ttl", "5s", "--", "true"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}

@@ -12,7 +12,6 @@ use cuttle_raft::cluster::codec;
 use cuttle_raft::cluster::state_machine::Applied as AppliedState;
 use cuttle_raft::cluster::{NodeId, TypeConfig};
 use cuttle_raft::ledger::Request as Replicated;
-use cuttle_raft::sched::Phase;
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -252,26 +251,7 @@ impl ClusterApi {
                 "targets": sched.targets().count(),
                 "last_applied": state.last_applied.map(|l| l.index).unwrap_or(0),
             }),
-            "tasks" => serde_json::Value::Array(
-                sched
-                    .tasks()
-                    .map(|t| {
-                        let phase = match &t.phase {
-                            Phase::Queued => "queued",
-                            Phase::Running { .. } => "running",
-                            Phase::Ended(_) => "ended",
-                        };
-                        serde_json::json!({
-                            "id": t.id.0,
-                            "project": sched.symbols().name(t.project),
-                            "environment": sched.symbols().name(t.environment),
-                            "tenant": t.tenant.map(|s| sched.symbols().name(s)),
-                            "release": t.release.as_ref(),
-                            "phase": phase,
-                        })
-                    })
-                    .collect(),
-            ),
+            "tasks" => crate::views::tasks(&state),
             "targets" => serde_json::Value::Array(
                 sched
                     .targets()
@@ -279,6 +259,7 @@ impl ClusterApi {
                     .collect(),
             ),
             "agents" => crate::views::agents(&state, &self.sessions),
+            "locks" => crate::views::locks(&state),
             other => {
                 if let Some(rest) = other.strip_prefix("task-log:") {
                     crate::views::task_log(&state, rest)?
@@ -286,7 +267,7 @@ impl ClusterApi {
                     crate::views::task(&state, id)?
                 } else {
                     return Err(Status::invalid_argument(format!(
-                        "unknown query {other:?}: use summary, tasks, targets, agents, task:ID or task-log:ID:FROM_LINE"
+                        "unknown query {other:?}: use summary, tasks, targets, agents, locks, task:ID or task-log:ID:FROM_LINE"
                     )));
                 }
             }

@@ -179,3 +179,75 @@ pub fn task_log(state: &Applied, query: &str) -> Result<Value, Status> {
         "dropped_lines": log.map(|l| l.dropped_lines).unwrap_or(0),
     }))
 }
+
+/// Every lock in use (concurrency tags, the task cap, targets, parallelism limits, step and named
+/// locks, agent capacity) with its capacity, holders and queue in order.
+pub fn locks(state: &Applied) -> Value {
+    use cuttle_raft::sched::{LockKey, LockTable, Mode};
+    let sched = state.scheduler();
+    let party = |h: &cuttle_raft::sched::Holder| {
+        json!({
+            "request": h.request.0,
+            "task": h.task.map(|t| t.0),
+            "unit": h.unit.map(|u| u.0),
+            "client": h.client,
+            "mode": match h.mode { Mode::Exclusive => "exclusive".to_string(), Mode::Shared(w) => format!("shared:{w}") },
+        })
+    };
+    Value::Array(
+        sched
+            .lock_table()
+            .locks()
+            .into_iter()
+            .map(|key| {
+                let kind = match key {
+                    LockKey::Tag(_) => "concurrency-tag",
+                    LockKey::TaskCap => "task-cap",
+                    LockKey::Target(_) => "target",
+                    LockKey::Parallelism(..) => "parallelism",
+                    LockKey::Named(_, Some(_)) => "named-target",
+                    LockKey::Named(_, None) => "named-cluster",
+                    LockKey::AgentCapacity(_) => "agent-capacity",
+                };
+                let (holders, queue) = sched.lock_parties(key);
+                json!({
+                    "lock": sched.lock_name(key),
+                    "kind": kind,
+                    "capacity": sched.lock_table().capacity(key),
+                    "holders": holders.iter().map(party).collect::<Vec<_>>(),
+                    "queue": queue.iter().map(party).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Every task the state holds, oldest first: id, project, release, environment, tenant, state,
+/// times and, for a queued task, why it waits.
+pub fn tasks(state: &Applied) -> Value {
+    let sched = state.scheduler();
+    let names = sched.symbols();
+    Value::Array(
+        sched
+            .tasks()
+            .map(|t| {
+                let waiting_for = match t.phase {
+                    Phase::Queued => sched.explain_task(t.id).map(|w| sched.describe(&w)),
+                    _ => None,
+                };
+                json!({
+                    "id": t.id.0,
+                    "project": names.name(t.project),
+                    "release": t.release.as_ref(),
+                    "environment": names.name(t.environment),
+                    "tenant": t.tenant.map(|s| names.name(s)),
+                    "state": task_state(&t.phase),
+                    "submitted_ms": t.submitted_ms,
+                    "started_ms": t.started_ms,
+                    "ended_ms": t.ended_ms,
+                    "waiting_for": waiting_for,
+                })
+            })
+            .collect(),
+    )
+}

@@ -6,6 +6,7 @@
 //! - [`server`]: `cuttle server`, a node of a cluster: its configuration from a file and flags.
 //! - [`bench`]: `cuttle bench cluster`, commit throughput, latency and failover time of a real cluster.
 //! - [`agent_cmd`]: `cuttle agent` (run one, list them) and the arguments of `cuttle lock run`.
+//! - [`views`]: the human tables of `task list` and `locks`.
 //! - [`task`]: `cuttle task` (submit from a file, list, show, logs, cancel).
 //! - [`lock_run`]: `cuttle lock run`, a command run while holding a named lock of the cluster.
 //! - [`cluster`]: `cuttle cluster`, the operator's commands (status, add, remove, transfer-leader).
@@ -17,3 +18,4 @@ pub mod lock_run;
 pub mod server;
 pub mod simulate;
 pub mod task;
+pub mod views;

@@ -60,6 +60,15 @@ enum Commands {
         #[command(flatten)]
         endpoints: Endpoints,
     },
+    /// Every lock in use (target isolation, concurrency tags, step and named locks, the task cap,
+    /// parallelism, agent capacity) with its holders and its queue in order.
+    Locks {
+        /// How to print it.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
     /// Named locks of the cluster, for scripts and operators.
     Lock {
         #[command(subcommand)]
@@ -103,8 +112,14 @@ enum TaskCommand {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
-    /// Every task the cluster knows.
+    /// Every task the cluster knows, oldest first, with why a queued task waits.
     List {
+        /// Only tasks in this state.
+        #[arg(long, value_parser = ["queued", "running", "succeeded", "failed", "cancelled"])]
+        state: Option<String>,
+        /// Only tasks of this project.
+        #[arg(long)]
+        project: Option<String>,
         /// How to print it.
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
@@ -272,6 +287,14 @@ fn main() -> ExitCode {
             };
             exit_with(result.map(|()| ExitCode::SUCCESS))
         }
+        Commands::Locks { output, endpoints } => exit_with(with_runtime(async move {
+            let locks = endpoints.client()?.read("locks").await?;
+            match output {
+                Output::Json => println!("{locks}"),
+                Output::Human => print!("{}", cuttle::views::lock_table(&locks)),
+            }
+            Ok(ExitCode::SUCCESS)
+        })),
         Commands::Task { command, endpoints } => {
             exit_with(with_runtime(run_task(command, endpoints)))
         }
@@ -346,27 +369,24 @@ async fn run_task(command: TaskCommand, endpoints: Endpoints) -> anyhow::Result<
                 });
             }
         }
-        TaskCommand::List { output } => {
-            let tasks = client.read("tasks").await?;
+        TaskCommand::List {
+            state,
+            project,
+            output,
+        } => {
+            let mut tasks: Vec<serde_json::Value> = client
+                .read("tasks")
+                .await?
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            tasks.retain(|t| {
+                state.as_deref().is_none_or(|s| t["state"] == s)
+                    && project.as_deref().is_none_or(|p| t["project"] == p)
+            });
             match output {
-                Output::Json => println!("{tasks}"),
-                Output::Human => {
-                    println!(
-                        "{:<6} {:<20} {:<10} {:<12} {:<10} STATE",
-                        "ID", "PROJECT", "RELEASE", "ENVIRONMENT", "TENANT"
-                    );
-                    for t in tasks.as_array().into_iter().flatten() {
-                        println!(
-                            "{:<6} {:<20} {:<10} {:<12} {:<10} {}",
-                            t["id"],
-                            t["project"].as_str().unwrap_or(""),
-                            t["release"].as_str().unwrap_or(""),
-                            t["environment"].as_str().unwrap_or(""),
-                            t["tenant"].as_str().unwrap_or("-"),
-                            t["phase"].as_str().unwrap_or("")
-                        );
-                    }
-                }
+                Output::Json => println!("{}", serde_json::Value::Array(tasks)),
+                Output::Human => print!("{}", cuttle::views::task_table(&tasks)),
             }
         }
         TaskCommand::Show { id, output } => {

@@ -390,13 +390,28 @@ fn cancelling_a_running_task_terminates_its_script_and_a_step_timeout_fails_it()
             m = marks.display()
         );
         let id = submit(&cluster, &task_file(cluster.tmp.path(), "c", "shop", &script, ""));
+        let queued = submit(&cluster, &task_file(cluster.tmp.path(), "d", "shop", "true", ""));
         wait_unit_running(&cluster, id).await;
+        // The views show who holds what and who waits.
+        let out = cuttle(&cluster, &["locks", "--output", "json"]);
+        let locks: serde_json::Value = serde_json::from_slice(&out.stdout).expect("locks json");
+        let target = locks.as_array().unwrap().iter().find(|l| l["lock"] == "target web01").expect("the target lock");
+        assert_eq!(target["kind"], "target");
+        assert_eq!(target["holders"][0]["task"], id, "{locks}");
+        assert_eq!(target["holders"][0]["mode"], "exclusive", "{locks}");
+        let tag = locks.as_array().unwrap().iter().find(|l| l["kind"] == "concurrency-tag").expect("the tag lock");
+        assert_eq!(tag["queue"][0]["task"], queued, "the second shop task waits for the tag: {locks}");
+        let out = cuttle(&cluster, &["task", "list", "--state", "queued", "--output", "json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("task list json");
+        assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+        assert!(list[0]["waiting_for"].as_str().unwrap().contains("concurrency tag shop/Production"), "{list}");
         let out = cuttle(&cluster, &["task", "cancel", &id.to_string()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let task = wait_task(&cluster, id, "cancelled", Duration::from_secs(20)).await;
         assert_eq!(task["units"][0]["state"], "cancelled", "{task}");
         let text = std::fs::read_to_string(&marks).unwrap();
         assert!(text.contains("terminated"), "the script got SIGTERM: {text}");
+        wait_task(&cluster, queued, "succeeded", Duration::from_secs(20)).await;
 
         let timed = cluster.tmp.path().join("timed.toml");
         std::fs::write(

@@ -125,6 +125,23 @@ impl<L: LockTable> Scheduler<L> {
         })
     }
 
+    /// A lock's holders and its queue (in grant order), each with its task, unit or client.
+    pub fn lock_parties(&self, lock: LockKey) -> (Vec<Holder>, Vec<Holder>) {
+        let holders = self
+            .locks
+            .holders(lock)
+            .into_iter()
+            .map(|(r, m)| self.party(r, m))
+            .collect();
+        let queue = self
+            .locks
+            .queue(lock)
+            .into_iter()
+            .map(|(r, m)| self.party(r, m))
+            .collect();
+        (holders, queue)
+    }
+
     /// The name of a lock in words: `target web01`, `concurrency tag web/QA`, ...
     pub fn lock_name(&self, lock: LockKey) -> String {
         let target_name = |t| {

@@ -133,6 +133,8 @@ pub trait LockTable {
     fn queue(&self, lock: LockKey) -> Vec<(ReqId, Mode)>;
     /// Where a waiting request is stuck, if it waits.
     fn stuck(&self, id: ReqId) -> Option<Stuck>;
+    /// Every lock some request holds or waits for, in key order.
+    fn locks(&self) -> Vec<LockKey>;
     /// Number of requests (waiting or held).
     fn len(&self) -> usize;
     /// Whether there are no requests.

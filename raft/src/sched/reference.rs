@@ -230,6 +230,15 @@ impl LockTable for ReferenceLockTable {
         })
     }
 
+    fn locks(&self) -> Vec<LockKey> {
+        let locks: std::collections::BTreeSet<LockKey> = self
+            .requests
+            .values()
+            .flat_map(|r| r.claims.iter().map(|c| c.lock))
+            .collect();
+        locks.into_iter().collect()
+    }
+
     fn len(&self) -> usize {
         self.requests.len()
     }

@@ -537,6 +537,17 @@ impl LockTable for FifoLockTable {
         None
     }
 
+    fn locks(&self) -> Vec<LockKey> {
+        let mut locks: Vec<LockKey> = self
+            .locks
+            .iter()
+            .filter(|l| l.refs > 0)
+            .filter_map(|l| l.key)
+            .collect();
+        locks.sort();
+        locks
+    }
+
     fn len(&self) -> usize {
         self.requests.len()
     }

@@ -176,6 +176,16 @@ impl LockTable for Checked {
         self.fast.stuck(id)
     }
 
+    fn locks(&self) -> Vec<LockKey> {
+        let fast = self.fast.locks();
+        assert_eq!(
+            fast,
+            self.reference.locks(),
+            "both tables list the same locks"
+        );
+        fast
+    }
+
     fn len(&self) -> usize {
         self.fast.len()
     }

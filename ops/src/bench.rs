@@ -24,6 +24,10 @@ pub struct ClusterBenchArgs {
     /// Runs per client count; the table shows medians.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Contending clients for the lock hand-off runs (through the lock API), one run each; empty
+    /// to skip them.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub lock_clients: Vec<usize>,
     /// Leader kills to time.
     #[arg(long, default_value_t = 20)]
     pub failover_trials: usize,
@@ -179,7 +183,8 @@ pub struct Run {
     pub errors: usize,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p`th percentile of sorted values (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -307,16 +312,28 @@ pub fn run(args: &ClusterBenchArgs) -> anyhow::Result<()> {
                 runs.entry(*clients).or_default().push(run);
             }
         }
+        let mut lock_runs: BTreeMap<usize, Vec<crate::bench_locks::LockRun>> = BTreeMap::new();
+        for repeat in 0..args.repeats {
+            for clients in &args.lock_clients {
+                let run = crate::bench_locks::handoffs(&endpoints, *clients, args.seconds, repeat)
+                    .await?;
+                eprintln!(
+                    "{clients} lock clients: {:.0} hand-offs/s, p50 {:.2} ms, p99 {:.2} ms",
+                    run.handoffs_per_s, run.handoff_p50_ms, run.handoff_p99_ms
+                );
+                lock_runs.entry(*clients).or_default().push(run);
+            }
+        }
         let mut failovers = Vec::new();
         for trial in 0..args.failover_trials {
             let ms = failover_trial(&mut cluster).await?;
             eprintln!("failover {}: {ms:.0} ms", trial + 1);
             failovers.push(ms);
         }
-        anyhow::Ok((runs, failovers))
+        anyhow::Ok((runs, lock_runs, failovers))
     });
     let _ = std::fs::remove_dir_all(&root);
-    let (runs, mut failovers) = result?;
+    let (runs, lock_runs, mut failovers) = result?;
     println!("| clients | runs | writes/s (median) | p50 ms | p99 ms | errors |");
     println!("|---:|---:|---:|---:|---:|---:|");
     for (clients, list) in &runs {
@@ -332,12 +349,32 @@ pub fn run(args: &ClusterBenchArgs) -> anyhow::Result<()> {
             median(&mut p99)
         );
     }
+    if !lock_runs.is_empty() {
+        println!(
+            "\n| lock clients | runs | hand-offs/s (median) | hand-off p50 ms | p99 ms | errors |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|");
+        for (clients, list) in &lock_runs {
+            let mut h: Vec<f64> = list.iter().map(|r| r.handoffs_per_s).collect();
+            let mut p50: Vec<f64> = list.iter().map(|r| r.handoff_p50_ms).collect();
+            let mut p99: Vec<f64> = list.iter().map(|r| r.handoff_p99_ms).collect();
+            let errors: usize = list.iter().map(|r| r.errors).sum();
+            println!(
+                "| {clients} | {} | {:.0} | {:.2} | {:.2} | {errors} |",
+                list.len(),
+                median(&mut h),
+                median(&mut p50),
+                median(&mut p99)
+            );
+        }
+    }
     if !failovers.is_empty() {
         let max = failovers.iter().cloned().fold(0.0, f64::max);
         println!("\n| failover trials | median ms | max ms |\n|---:|---:|---:|\n| {} | {:.0} | {max:.0} |", failovers.len(), median(&mut failovers));
     }
     if let Some(path) = &args.json {
-        let json = serde_json::json!({"runs": runs, "failover_ms": failovers});
+        let json =
+            serde_json::json!({"runs": runs, "lock_runs": lock_runs, "failover_ms": failovers});
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }

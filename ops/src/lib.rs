@@ -10,12 +10,15 @@
 //! - [`task`]: `cuttle task` (submit from a file, list, show, logs, cancel).
 //! - [`lock_run`]: `cuttle lock run`, a command run while holding a named lock of the cluster.
 //! - [`cluster`]: `cuttle cluster`, the operator's commands (status, add, remove, transfer-leader).
+//! - [`spec`]: spec files (`cuttle apply`): the deployment model, its checking, variables and lifecycles.
 
 pub mod agent_cmd;
 pub mod bench;
+pub mod bench_locks;
 pub mod cluster;
 pub mod lock_run;
 pub mod server;
 pub mod simulate;
+pub mod spec;
 pub mod task;
 pub mod views;

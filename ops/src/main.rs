@@ -60,6 +60,22 @@ enum Commands {
         #[command(flatten)]
         endpoints: Endpoints,
     },
+    /// Apply a spec file (environments, tenants, lifecycles, variable sets, projects): checked as
+    /// a whole first (every problem with its file, line, column and field), then applied in one
+    /// step; applying the same file again changes nothing.
+    Apply {
+        /// The spec file (TOML).
+        #[arg(short = 'f', long = "file", value_name = "SPEC.toml")]
+        file: PathBuf,
+        /// Only check the file; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
     /// Every lock in use (target isolation, concurrency tags, step and named locks, the task cap,
     /// parallelism, agent capacity) with its holders and its queue in order.
     Locks {
@@ -287,6 +303,46 @@ fn main() -> ExitCode {
             };
             exit_with(result.map(|()| ExitCode::SUCCESS))
         }
+        Commands::Apply {
+            file,
+            dry_run,
+            output,
+            endpoints,
+        } => match cuttle::spec::load(&file) {
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+            Ok(model) => exit_with(with_runtime(async move {
+                let summary = cuttle::spec::summary(&model);
+                let changed = if dry_run {
+                    None
+                } else {
+                    Some(cuttle::spec::apply(&endpoints.client()?, model).await?)
+                };
+                match output {
+                    Output::Json => println!(
+                        "{}",
+                        serde_json::json!({"file": file.display().to_string(), "dry_run": dry_run, "changed": changed, "counts": summary})
+                    ),
+                    Output::Human => println!(
+                        "{}: {} ({})",
+                        file.display(),
+                        match changed {
+                            None => "valid, nothing applied (dry run)",
+                            Some(true) => "applied",
+                            Some(false) => "unchanged (already applied)",
+                        },
+                        summary
+                            .iter()
+                            .map(|(k, v)| format!("{v} {k}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }
+                Ok(ExitCode::SUCCESS)
+            })),
+        },
         Commands::Locks { output, endpoints } => exit_with(with_runtime(async move {
             let locks = endpoints.client()?.read("locks").await?;
             match output {

@@ -9,6 +9,7 @@
 use cuttle_raft::cluster::codec;
 use cuttle_raft::cluster::types::{decode_entry, BatchV1, TypeConfigV1};
 use cuttle_raft::cluster::{Batch, TypeConfig};
+use cuttle_raft::ledger::model::{Environment, Model};
 use cuttle_raft::ledger::{
     LogLine, LogStream, Replicated, Request, StepPayload, TaskPayload, Variable,
 };
@@ -192,30 +193,55 @@ fn a_log_entry_written_by_format_2_still_decodes() {
     assert_eq!(stored, bytes, "this version writes log entries as format 2");
 }
 
-#[test]
-fn a_replicated_snapshot_written_by_this_format_still_decodes() {
+fn sample_replicated() -> Replicated {
     let mut state = Replicated::new(sample_state());
-    let mut events = Vec::new();
     let mut spec = sample_task();
     spec.release = "1.2.5".into();
+    let deployment = Request::SubmitDeployment {
+        spec,
+        payload: sample_payload(),
+    };
     state
-        .apply(
-            3_000,
-            Request::SubmitDeployment {
-                spec,
-                payload: sample_payload(),
-            },
-            &mut events,
-        )
+        .apply(3_000, deployment, &mut Vec::new())
         .expect("the sample deployment is accepted");
+    state
+}
+
+#[test]
+fn a_replicated_snapshot_of_format_1_still_decodes() {
+    let stored =
+        std::fs::read(golden("replicated_snapshot_v1.bin")).expect("committed golden file");
+    let restored = Replicated::restore(&stored).expect("the format-1 snapshot decodes");
+    let expected = sample_replicated();
+    assert_eq!(restored.scheduler, expected.scheduler);
+    assert_eq!(restored.log(TaskId(3)), expected.log(TaskId(3)));
+    assert_eq!(restored.payload(TaskId(3)), expected.payload(TaskId(3)));
+    assert_eq!(restored.model(), &Model::default(), "format 1 had no model");
+    assert_eq!(restored.snapshot().unwrap(), expected.snapshot().unwrap());
+}
+
+#[test]
+fn a_replicated_snapshot_written_by_this_format_still_decodes() {
+    let mut state = sample_replicated();
+    let model = Model {
+        environments: vec![Environment {
+            name: "Production".into(),
+            description: None,
+        }],
+        ..Model::default()
+    };
+    state
+        .apply(3_001, Request::ApplySpec(model), &mut Vec::new())
+        .expect("a model applies");
     let bytes = state.snapshot().unwrap();
-    let stored = check_golden("replicated_snapshot_v1.bin", &bytes);
+    let stored = check_golden("replicated_snapshot_v2.bin", &bytes);
     let restored = Replicated::restore(&stored).expect("the golden snapshot decodes");
     assert_eq!(
         restored.snapshot().unwrap(),
         bytes,
         "it restores the same state"
     );
+    assert_eq!(restored.model().environments[0].name, "Production");
     assert_eq!(stored, bytes, "this version writes the golden bytes");
     let bare = Replicated::restore(&sample_state().snapshot().unwrap())
         .expect("a bare core snapshot (written before the ledger) restores");

@@ -65,7 +65,7 @@
 
 mod check;
 pub mod lifecycle;
-pub mod model;
+pub use cuttle_raft::ledger::model;
 mod path;
 mod raw;
 pub mod resolve;
@@ -199,4 +199,39 @@ impl Source<'_> {
             message,
         }
     }
+}
+
+/// How many of each thing a model holds, for `cuttle apply`'s summary.
+pub fn summary(model: &Model) -> std::collections::BTreeMap<&'static str, usize> {
+    [
+        ("environments", model.environments.len()),
+        ("tenants", model.tenants.len()),
+        ("lifecycles", model.lifecycles.len()),
+        ("variable sets", model.variable_sets.len()),
+        ("projects", model.projects.len()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// Applies a checked model to the cluster in one replicated step; returns whether it changed
+/// anything (the same model applied again changes nothing).
+pub async fn apply(client: &cuttle_node::client::Client, model: Model) -> anyhow::Result<bool> {
+    use anyhow::Context as _;
+    let current: Model = serde_json::from_value(
+        client
+            .read("spec")
+            .await
+            .context("cannot read the applied spec")?,
+    )
+    .context("the cluster's spec does not decode")?;
+    if current == model {
+        return Ok(false);
+    }
+    let (result, _) = client
+        .write(cuttle_raft::ledger::Request::ApplySpec(model))
+        .await
+        .context("cannot apply the spec")?;
+    result.context("the cluster refused the spec")?;
+    Ok(true)
 }

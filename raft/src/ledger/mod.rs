@@ -7,6 +7,7 @@
 //! kept here, keyed by the task id the core assigns, and forgotten when the core forgets the task.
 
 pub mod logs;
+pub mod model;
 pub mod payload;
 pub mod replicated;
 

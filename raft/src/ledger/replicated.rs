@@ -2,6 +2,7 @@
 //! [`Request`]s the log carries, and the snapshot envelope around both.
 
 use crate::ledger::logs::{LogLine, TaskLog, LOG_BATCH_LINES_MAX, TASK_LOG_BYTES_DEFAULT};
+use crate::ledger::model::Model;
 use crate::ledger::payload::TaskPayload;
 use crate::sched::command::{Command, Event, Input, Rejection, TaskOutcome, TaskSpec, UnitOutcome};
 use crate::sched::ids::{TaskId, UnitId};
@@ -12,8 +13,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// First bytes of a snapshot of the whole replicated state.
 pub const REPLICATED_MAGIC: &[u8; 8] = b"CUTTLERS";
-/// The envelope format this build writes.
-pub const REPLICATED_FORMAT_VERSION: u16 = 1;
+/// The envelope format this build writes: 1 had no deployment model, 2 adds it.
+pub const REPLICATED_FORMAT_VERSION: u16 = 2;
 
 /// One entry of a log batch: a command for the core, or one that also touches the ledger.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +39,9 @@ pub enum Request {
         /// The lines.
         lines: Vec<LogLine>,
     },
+    /// Replaces the deployment model (`cuttle apply`): checked whole by the client first, applied
+    /// in one entry, so a spec applies atomically; applying the same spec again changes nothing.
+    ApplySpec(Model),
 }
 
 impl From<Command> for Request {
@@ -59,6 +63,29 @@ struct Ledger {
     /// Ended tasks with a payload or a log, oldest first: forgotten with the core's retention.
     ended: VecDeque<TaskId>,
     task_log_bytes_max: u64,
+    /// The deployment model last applied.
+    model: Model,
+}
+
+/// The ledger as envelope format 1 wrote it.
+#[derive(Deserialize)]
+struct LedgerV1 {
+    payloads: BTreeMap<TaskId, TaskPayload>,
+    logs: BTreeMap<TaskId, TaskLog>,
+    ended: VecDeque<TaskId>,
+    task_log_bytes_max: u64,
+}
+
+impl From<LedgerV1> for Ledger {
+    fn from(old: LedgerV1) -> Ledger {
+        Ledger {
+            payloads: old.payloads,
+            logs: old.logs,
+            ended: old.ended,
+            task_log_bytes_max: old.task_log_bytes_max,
+            model: Model::default(),
+        }
+    }
 }
 
 /// The replicated state: the scheduling core and the ledger beside it.
@@ -154,6 +181,21 @@ impl Replicated {
                 if log.is_new_batch(unit, attempt, seq) {
                     log.append_batch(unit, attempt, seq, lines, &secrets, limit);
                 }
+            }
+            Request::ApplySpec(model) => {
+                if let Some(task_cap) = model.cluster.task_cap {
+                    self.scheduler.apply(
+                        Input {
+                            now_ms,
+                            command: Command::SetSettings(crate::sched::SettingsPatch {
+                                task_cap: Some(task_cap),
+                                ..Default::default()
+                            }),
+                        },
+                        events,
+                    )?;
+                }
+                self.ledger.model = model;
             }
         }
         self.record(now_ms, first, events);
@@ -266,6 +308,11 @@ impl Replicated {
         self.ledger.logs.get(&task)
     }
 
+    /// The deployment model last applied.
+    pub fn model(&self) -> &Model {
+        &self.ledger.model
+    }
+
     /// Most bytes of text one task's log keeps.
     pub fn task_log_bytes_max(&self) -> u64 {
         self.ledger.task_log_bytes_max
@@ -301,7 +348,7 @@ impl Replicated {
             return Err(SnapshotError::Decode("shorter than its header".into()));
         }
         let found = u16::from_le_bytes([body[0], body[1]]);
-        if found != REPLICATED_FORMAT_VERSION {
+        if !(1..=REPLICATED_FORMAT_VERSION).contains(&found) {
             return Err(SnapshotError::UnsupportedVersion { found });
         }
         let core_len = u64::from_le_bytes(body[2..10].try_into().expect("8 bytes")) as usize;
@@ -310,9 +357,16 @@ impl Replicated {
             return Err(SnapshotError::Decode("the core's part is truncated".into()));
         }
         let scheduler = Scheduler::restore(&rest[..core_len])?;
-        let (ledger, read): (Ledger, usize) =
-            bincode::serde::decode_from_slice(&rest[core_len..], bincode::config::standard())
-                .map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let decode_error = |e: bincode::error::DecodeError| SnapshotError::Decode(e.to_string());
+        let config = bincode::config::standard();
+        let (ledger, read) = if found == 1 {
+            let (old, read): (LedgerV1, usize) =
+                bincode::serde::decode_from_slice(&rest[core_len..], config)
+                    .map_err(decode_error)?;
+            (Ledger::from(old), read)
+        } else {
+            bincode::serde::decode_from_slice(&rest[core_len..], config).map_err(decode_error)?
+        };
         if read != rest.len() - core_len {
             return Err(SnapshotError::TrailingBytes(rest.len() - core_len - read));
         }

@@ -4,7 +4,7 @@
 //! sorted by name; what the file orders on purpose (phases, steps, variables, a project's list of
 //! variable sets) keeps the file's order, because that order has meaning.
 
-use cuttle_raft::sched::StepLockSpec;
+use crate::sched::StepLockSpec;
 use serde::{Deserialize, Serialize};
 
 /// A whole spec, checked.

@@ -64,11 +64,11 @@
 //! - [`lifecycle`]: which environments a release may reach, and automatic promotion.
 
 mod check;
-pub mod lifecycle;
+pub use cuttle_raft::ledger::lifecycle;
 pub use cuttle_raft::ledger::model;
 mod path;
 mod raw;
-pub mod resolve;
+pub use cuttle_raft::ledger::resolve;
 
 pub use lifecycle::{LifecycleError, Progress};
 pub use model::{

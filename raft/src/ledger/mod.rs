@@ -6,10 +6,12 @@
 //! The core schedules by names, ids and locks only and stays small and fast; payloads and logs are
 //! kept here, keyed by the task id the core assigns, and forgotten when the core forgets the task.
 
+pub mod lifecycle;
 pub mod logs;
 pub mod model;
 pub mod payload;
 pub mod replicated;
+pub mod resolve;
 
 pub use logs::{LogLine, LogStream, TaskLog, LOG_LINE_BYTES_MAX, TASK_LOG_BYTES_DEFAULT};
 pub use payload::{StepPayload, TaskPayload, Variable};

@@ -15,7 +15,7 @@
 //!   release reach the next one, and that phase is `automatic`, it is deployed to every environment
 //!   of that phase where it has no success yet. Nothing else deploys by itself.
 
-use super::model::{Lifecycle, Model, Phase, Project};
+use crate::ledger::model::{Lifecycle, Model, Phase, Project};
 use std::collections::BTreeSet;
 
 /// Where a release stands in its lifecycle.

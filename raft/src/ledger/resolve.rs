@@ -27,10 +27,10 @@
 //! Between different keys of a special variable (the default, a role, a target) the core decides
 //! per target: a target-scoped value wins over role-scoped ones, which win over the default.
 
-use super::model::{Model, Project, VariableDef};
-use cuttle_raft::ledger::{StepPayload, TaskPayload, Variable};
-use cuttle_raft::sched::vars::{self, ScopedValue, VariableError};
-use cuttle_raft::sched::{Rejection, StepSpec, TaskSpec};
+use crate::ledger::model::{Model, Project, VariableDef};
+use crate::ledger::{StepPayload, TaskPayload, Variable};
+use crate::sched::vars::{self, ScopedValue, VariableError};
+use crate::sched::{Rejection, StepSpec, TaskSpec};
 use std::collections::BTreeMap;
 
 /// The variables of one deployment.
@@ -267,7 +267,7 @@ pub fn task_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::model::Scope;
+    use crate::ledger::model::Scope;
 
     fn def(name: &str, scope: Scope) -> VariableDef {
         VariableDef {

@@ -260,6 +260,7 @@ impl ClusterApi {
             ),
             "agents" => crate::views::agents(&state, &self.sessions),
             "locks" => crate::views::locks(&state),
+            "releases" => crate::views::releases(&state),
             "spec" => serde_json::to_value(state.replicated.model())
                 .map_err(|e| Status::internal(e.to_string()))?,
             other => {
@@ -269,7 +270,7 @@ impl ClusterApi {
                     crate::views::task(&state, id)?
                 } else {
                     return Err(Status::invalid_argument(format!(
-                        "unknown query {other:?}: use summary, tasks, targets, agents, locks, spec, task:ID or task-log:ID:FROM_LINE"
+                        "unknown query {other:?}: use summary, tasks, targets, agents, locks, releases, spec, task:ID or task-log:ID:FROM_LINE"
                     )));
                 }
             }

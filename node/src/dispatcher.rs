@@ -59,18 +59,16 @@ pub fn run_message(applied: &Applied, unit: UnitId) -> Option<RunUnit> {
         token: record.token.map(|t| t.0).unwrap_or(0),
         locks,
         script: script.unwrap_or_default(),
-        variables: payload
-            .map(|p| {
-                p.variables
-                    .iter()
-                    .map(|v| Variable {
-                        name: v.name.clone(),
-                        value: v.value.clone(),
-                        sensitive: v.sensitive,
-                    })
-                    .collect()
+        variables: applied
+            .replicated
+            .variables_for(record.task, record.target)
+            .into_iter()
+            .map(|v| Variable {
+                name: v.name,
+                value: v.value,
+                sensitive: v.sensitive,
             })
-            .unwrap_or_default(),
+            .collect(),
         timeout_ms: step_payload.map(|s| s.timeout_ms).unwrap_or(0),
         package: String::new(),
     })

@@ -251,3 +251,41 @@ pub fn tasks(state: &Applied) -> Value {
             .collect(),
     )
 }
+
+/// Every project's releases, oldest first: version, creation time, deployments queued, where it
+/// succeeded (per tenant), the lifecycle phase it has reached, and why an automatic deployment
+/// could not be queued.
+pub fn releases(state: &Applied) -> Value {
+    use cuttle_raft::ledger::lifecycle::progress;
+    let releases = state.replicated.releases();
+    let model = state.replicated.model();
+    let mut out = Vec::new();
+    for project in releases.projects() {
+        let lifecycle = model.project(project).and_then(|p| model.lifecycle_of(p));
+        for r in releases.of_project(project) {
+            let succeeded: Vec<Value> = r
+                .succeeded
+                .iter()
+                .map(|(tenant, envs)| {
+                    let phase = lifecycle.map(|l| {
+                        let reached = progress(l, envs).reached;
+                        l.phases
+                            .get(reached)
+                            .map(|p| p.name.clone())
+                            .unwrap_or_else(|| "complete".into())
+                    });
+                    json!({"tenant": tenant, "environments": envs, "next_phase": phase})
+                })
+                .collect();
+            out.push(json!({
+                "project": project,
+                "version": r.version,
+                "created_ms": r.created_ms,
+                "deployments": r.deployments,
+                "succeeded": succeeded,
+                "promotion_error": r.promotion_error,
+            }));
+        }
+    }
+    Value::Array(out)
+}

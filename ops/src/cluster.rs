@@ -22,13 +22,54 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
-    /// A client for these endpoints.
+    /// A client for these endpoints; without any, for the cluster `cuttle dev` runs (see
+    /// [`dev_endpoints`]).
     pub fn client(&self) -> anyhow::Result<Client> {
+        let endpoints = if self.endpoints.is_empty() {
+            dev_endpoints()?
+        } else {
+            self.endpoints.clone()
+        };
         Ok(Client::new(
-            &self.endpoints,
+            &endpoints,
             Duration::from_millis(self.timeout_ms),
         )?)
     }
+}
+
+/// Where `cuttle dev` writes its endpoints, in the order the CLI looks: its data directory under
+/// the current directory, then the last one started by this user.
+pub fn dev_endpoint_files() -> Vec<std::path::PathBuf> {
+    let mut files = vec![std::path::PathBuf::from(crate::dev::DATA_DIR_DEFAULT).join("endpoints")];
+    if let Some(home) = std::env::var_os("HOME") {
+        files.push(std::path::PathBuf::from(home).join(".cuttle/dev-endpoints"));
+    }
+    files
+}
+
+/// The endpoints of the running `cuttle dev` cluster, when no --endpoints are given.
+pub fn dev_endpoints() -> anyhow::Result<Vec<String>> {
+    for file in dev_endpoint_files() {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            let endpoints: Vec<String> = text
+                .split([',', '\n'])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            if !endpoints.is_empty() {
+                return Ok(endpoints);
+            }
+        }
+    }
+    anyhow::bail!(
+        "no cluster named: pass --endpoints HOST:PORT,... or set CUTTLE_ENDPOINTS, or start `cuttle dev` (it writes {})",
+        dev_endpoint_files()
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" and ")
+    )
 }
 
 /// One member in `cluster status --output json`.

@@ -10,15 +10,34 @@
 //! - [`task`]: `cuttle task` (submit from a file, list, show, logs, cancel).
 //! - [`lock_run`]: `cuttle lock run`, a command run while holding a named lock of the cluster.
 //! - [`cluster`]: `cuttle cluster`, the operator's commands (status, add, remove, transfer-leader).
+//! - [`deploy`]: `cuttle release create|list` and `cuttle deploy`.
+//! - [`follow`]: live progress of tasks (`deploy --follow`): a bar per step, waits, the log's tail.
+//! - [`dev`]: `cuttle dev`, a local three-node cluster with agents and the seeds' demo.
+//! - [`style`]: colour on a terminal, `NO_COLOR` honoured.
 //! - [`spec`]: spec files (`cuttle apply`): the deployment model, its checking, variables and lifecycles.
 
 pub mod agent_cmd;
 pub mod bench;
 pub mod bench_locks;
 pub mod cluster;
+pub mod deploy;
+pub mod dev;
+pub mod follow;
 pub mod lock_run;
 pub mod server;
 pub mod simulate;
 pub mod spec;
+pub mod style;
 pub mod task;
 pub mod views;
+
+/// How a command prints what it read or created.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned text for people (colour on a terminal unless `NO_COLOR` is set).
+    Human,
+    /// JSON with the stable field names of docs/cli.md (`simulate`: format_version, makespan_ms,
+    /// all_succeeded, task_cap, peak_running_tasks, peak_active_tasks, tasks, units, targets,
+    /// waits, events).
+    Json,
+}

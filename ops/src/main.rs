@@ -2,10 +2,11 @@
 //! library.
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use cuttle::cluster::{self, Endpoints};
 use cuttle::server::{self, ServerArgs};
 use cuttle::simulate::{self, LoadError};
+use cuttle::Output;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -52,6 +53,27 @@ enum Commands {
         command: Option<AgentCommand>,
         #[command(flatten)]
         run: cuttle::agent_cmd::AgentArgs,
+    },
+    /// A first look: a three-node cluster and six agents on this machine, the seeds' scenarios
+    /// replayed on them with an account of what ran in parallel and what waited, then the
+    /// cluster kept up until Ctrl-C (every other command finds it without --endpoints).
+    Dev(cuttle::dev::DevArgs),
+    /// Create and list releases.
+    Release {
+        #[command(subcommand)]
+        command: cuttle::deploy::ReleaseCommand,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Deploy a release to an environment: one task per tenant (one for an untenanted project),
+    /// checked against the project's lifecycle; prints the task ids.
+    ///
+    /// Exit status with --follow: 0 only if every task succeeded.
+    Deploy {
+        #[command(flatten)]
+        args: cuttle::deploy::DeployArgs,
+        #[command(flatten)]
+        endpoints: Endpoints,
     },
     /// Submit, list, show, follow and cancel tasks.
     Task {
@@ -222,15 +244,6 @@ struct SimulateArgs {
     output: Output,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Output {
-    /// Aligned tables for reading.
-    Human,
-    /// One JSON document: format_version, makespan_ms, all_succeeded, task_cap,
-    /// peak_running_tasks, peak_active_tasks, tasks, units, targets, waits, events.
-    Json,
-}
-
 /// The scenario format in brief, after `cuttle simulate --help`.
 const SCENARIO_HELP: &str = r#"Scenario format (TOML; unknown fields are errors; times in virtual milliseconds):
 
@@ -270,6 +283,7 @@ const EXIT_BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    cuttle::style::init();
     match cli.command {
         Commands::Simulate(args) => match run_simulate(&args) {
             Ok(code) => code,
@@ -351,6 +365,13 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         })),
+        Commands::Dev(args) => exit_with(cuttle::dev::run(&args).map(outcome)),
+        Commands::Release { command, endpoints } => {
+            exit_with(with_runtime(cuttle::deploy::release(command, &endpoints)).map(outcome))
+        }
+        Commands::Deploy { args, endpoints } => {
+            exit_with(with_runtime(cuttle::deploy::deploy(args, &endpoints)).map(outcome))
+        }
         Commands::Task { command, endpoints } => {
             exit_with(with_runtime(run_task(command, endpoints)))
         }
@@ -368,6 +389,15 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         },
+    }
+}
+
+/// 0 when everything followed succeeded.
+fn outcome(all_succeeded: bool) -> ExitCode {
+    if all_succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
     }
 }
 

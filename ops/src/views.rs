@@ -18,8 +18,16 @@ pub fn task_table(tasks: &[Value]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<6} {:<18} {:<10} {:<12} {:<10} {:<10} {:<12} {:<12} WAITING FOR",
-        "ID", "PROJECT", "RELEASE", "ENVIRONMENT", "TENANT", "STATE", "SUBMITTED", "FINISHED"
+        "{:<6} {:<18} {:<10} {:<12} {:<10} {:<10} {:<12} {:<12} {:<12} WAITING FOR",
+        "ID",
+        "PROJECT",
+        "RELEASE",
+        "ENVIRONMENT",
+        "TENANT",
+        "STATE",
+        "SUBMITTED",
+        "STARTED",
+        "FINISHED"
     );
     for t in tasks {
         let time = |field: &str| {
@@ -30,14 +38,20 @@ pub fn task_table(tasks: &[Value]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<6} {:<18} {:<10} {:<12} {:<10} {:<10} {:<12} {:<12} {}",
+            "{:<6} {:<18} {:<10} {:<12} {:<10} {} {:<12} {:<12} {:<12} {}",
             text(&t["id"]),
             text(&t["project"]),
             text(&t["release"]),
             text(&t["environment"]),
             text(&t["tenant"]),
-            text(&t["state"]),
+            console::pad_str(
+                &crate::style::state(&text(&t["state"])),
+                10,
+                console::Alignment::Left,
+                None
+            ),
             time("submitted_ms"),
+            time("started_ms"),
             time("ended_ms"),
             t["waiting_for"].as_str().unwrap_or("")
         );

@@ -9,7 +9,9 @@
 use cuttle_raft::cluster::codec;
 use cuttle_raft::cluster::types::{decode_entry, BatchV1, TypeConfigV1};
 use cuttle_raft::cluster::{Batch, TypeConfig};
-use cuttle_raft::ledger::model::{Environment, Model};
+use cuttle_raft::ledger::model::{
+    Environment, Lifecycle, Model, Phase, Project, Scope, Step, Tenant, VariableDef,
+};
 use cuttle_raft::ledger::{
     LogLine, LogStream, Replicated, Request, StepPayload, TaskPayload, Variable,
 };
@@ -220,9 +222,70 @@ fn a_replicated_snapshot_of_format_1_still_decodes() {
     assert_eq!(restored.snapshot().unwrap(), expected.snapshot().unwrap());
 }
 
+fn sample_model() -> Model {
+    let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    Model {
+        environments: ["Production", "QA"]
+            .into_iter()
+            .map(|name| Environment {
+                name: name.into(),
+                description: None,
+            })
+            .collect(),
+        tenants: vec![Tenant {
+            name: "acme".into(),
+            description: Some("first customer".into()),
+        }],
+        lifecycles: vec![Lifecycle {
+            name: "default".into(),
+            phases: vec![
+                Phase {
+                    name: "QA".into(),
+                    environments: names(&["QA"]),
+                    automatic: true,
+                },
+                Phase {
+                    name: "Production".into(),
+                    environments: names(&["Production"]),
+                    automatic: false,
+                },
+            ],
+        }],
+        projects: vec![Project {
+            name: "shop".into(),
+            lifecycle: Some("default".into()),
+            tenanted: true,
+            variable_sets: Vec::new(),
+            variables: vec![VariableDef {
+                name: "Port".into(),
+                value: "8080".into(),
+                sensitive: false,
+                scope: Scope {
+                    roles: names(&["web"]),
+                    ..Scope::default()
+                },
+            }],
+            steps: vec![Step {
+                name: "deploy".into(),
+                roles: names(&["web"]),
+                script: "echo #{Port}".into(),
+                package: None,
+                acquire_script: String::new(),
+                timeout_ms: 0,
+                lock: None,
+            }],
+        }],
+        ..Model::default()
+    }
+}
+
 #[test]
-fn a_replicated_snapshot_written_by_this_format_still_decodes() {
-    let mut state = sample_replicated();
+fn a_replicated_snapshot_of_format_2_still_decodes() {
+    let stored =
+        std::fs::read(golden("replicated_snapshot_v2.bin")).expect("committed golden file");
+    let restored = Replicated::restore(&stored).expect("the format-2 snapshot decodes");
+    assert_eq!(restored.model().environments[0].name, "Production");
+    let mut expected = sample_replicated();
     let model = Model {
         environments: vec![Environment {
             name: "Production".into(),
@@ -230,22 +293,102 @@ fn a_replicated_snapshot_written_by_this_format_still_decodes() {
         }],
         ..Model::default()
     };
-    state
+    expected
         .apply(3_001, Request::ApplySpec(model), &mut Vec::new())
         .expect("a model applies");
+    assert_eq!(restored.snapshot().unwrap(), expected.snapshot().unwrap());
+    assert_eq!(
+        restored.releases().projects().count(),
+        0,
+        "format 2 had no releases"
+    );
+}
+
+/// The sample state with a model, a release of a tenanted project auto-deployed to QA and a deploy
+/// to Production asked for (refused: QA has not succeeded), and per-target variables.
+fn sample_replicated_v3() -> Replicated {
+    let mut state = sample_replicated();
+    let apply =
+        |state: &mut Replicated, now_ms, request| state.apply(now_ms, request, &mut Vec::new());
+    apply(&mut state, 3_001, Request::ApplySpec(sample_model())).expect("the model applies");
+    apply(
+        &mut state,
+        3_002,
+        Request::CreateRelease {
+            project: "shop".into(),
+            version: "2.0.0".into(),
+        },
+    )
+    .expect("the release is created");
+    let refused = apply(
+        &mut state,
+        3_003,
+        Request::Deploy {
+            project: "shop".into(),
+            release: "2.0.0".into(),
+            environment: "Production".into(),
+            tenants: vec!["acme".into()],
+            all_tenants: false,
+        },
+    );
+    assert!(
+        refused.is_err(),
+        "Production is not reached before QA succeeds"
+    );
+    state
+}
+
+#[test]
+fn a_replicated_snapshot_written_by_this_format_still_decodes() {
+    let state = sample_replicated_v3();
     let bytes = state.snapshot().unwrap();
-    let stored = check_golden("replicated_snapshot_v2.bin", &bytes);
+    let stored = check_golden("replicated_snapshot_v3.bin", &bytes);
     let restored = Replicated::restore(&stored).expect("the golden snapshot decodes");
     assert_eq!(
         restored.snapshot().unwrap(),
         bytes,
         "it restores the same state"
     );
-    assert_eq!(restored.model().environments[0].name, "Production");
+    assert_eq!(restored.model().projects[0].name, "shop");
+    let release = restored.releases().release("shop", "2.0.0").expect("kept");
+    assert_eq!(release.deployments, 1);
     assert_eq!(stored, bytes, "this version writes the golden bytes");
     let bare = Replicated::restore(&sample_state().snapshot().unwrap())
         .expect("a bare core snapshot (written before the ledger) restores");
     assert_eq!(bare.scheduler, sample_state());
+}
+
+#[test]
+fn release_requests_in_a_log_entry_keep_their_bytes() {
+    let batch = Batch {
+        now_ms: 1_790_000_000_000,
+        commands: vec![
+            Request::ApplySpec(sample_model()),
+            Request::CreateRelease {
+                project: "shop".into(),
+                version: "2.0.0".into(),
+            },
+            Request::Deploy {
+                project: "shop".into(),
+                release: "2.0.0".into(),
+                environment: "QA".into(),
+                tenants: vec!["acme".into()],
+                all_tenants: false,
+            },
+        ],
+    };
+    let entry: Entry<TypeConfig> = Entry {
+        log_id: LogId::new(openraft::CommittedLeaderId::new(5, 1), 44),
+        payload: EntryPayload::Normal(batch),
+    };
+    let bytes = codec::encode(&entry).unwrap();
+    let stored = check_golden("log_entry_v2_releases.bin", &bytes);
+    let decoded = decode_entry(&stored).expect("the golden log entry decodes");
+    match (decoded.payload, entry.payload) {
+        (EntryPayload::Normal(a), EntryPayload::Normal(b)) => assert_eq!(a, b),
+        _ => panic!("payload kind changed"),
+    }
+    assert_eq!(stored, bytes, "this version writes the golden bytes");
 }
 
 /// A small state with something of everything: targets, a running task with a dispatched unit, a

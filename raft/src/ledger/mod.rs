@@ -10,8 +10,10 @@ pub mod lifecycle;
 pub mod logs;
 pub mod model;
 pub mod payload;
+pub mod releases;
 pub mod replicated;
 pub mod resolve;
+pub mod target_vars;
 
 pub use logs::{LogLine, LogStream, TaskLog, LOG_LINE_BYTES_MAX, TASK_LOG_BYTES_DEFAULT};
 pub use payload::{StepPayload, TaskPayload, Variable};

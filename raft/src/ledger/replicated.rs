@@ -3,7 +3,9 @@
 
 use crate::ledger::logs::{LogLine, TaskLog, LOG_BATCH_LINES_MAX, TASK_LOG_BYTES_DEFAULT};
 use crate::ledger::model::Model;
-use crate::ledger::payload::TaskPayload;
+use crate::ledger::payload::{TaskPayload, Variable};
+use crate::ledger::releases::Releases;
+use crate::ledger::target_vars::TargetVariables;
 use crate::sched::command::{Command, Event, Input, Rejection, TaskOutcome, TaskSpec, UnitOutcome};
 use crate::sched::ids::{TaskId, UnitId};
 use crate::sched::snapshot::{SnapshotError, SNAPSHOT_MAGIC};
@@ -13,8 +15,11 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// First bytes of a snapshot of the whole replicated state.
 pub const REPLICATED_MAGIC: &[u8; 8] = b"CUTTLERS";
-/// The envelope format this build writes: 1 had no deployment model, 2 adds it.
-pub const REPLICATED_FORMAT_VERSION: u16 = 2;
+/// The envelope format this build writes: 1 had no deployment model, 2 adds it, 3 adds releases
+/// and per-target variables.
+pub const REPLICATED_FORMAT_VERSION: u16 = 3;
+
+mod deploy;
 
 /// One entry of a log batch: a command for the core, or one that also touches the ledger.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +47,28 @@ pub enum Request {
     /// Replaces the deployment model (`cuttle apply`): checked whole by the client first, applied
     /// in one entry, so a spec applies atomically; applying the same spec again changes nothing.
     ApplySpec(Model),
+    /// Creates a release of a project (`cuttle release create`); when the first phase of the
+    /// project's lifecycle is automatic, deploys it there (for every tenant of a tenanted project).
+    CreateRelease {
+        /// The project, as the model names it.
+        project: String,
+        /// The new release's version, unique in the project.
+        version: String,
+    },
+    /// Deploys a release to an environment (`cuttle deploy`): one task per tenant, or one for an
+    /// untenanted project, all queued or none; the lifecycle must have reached the environment.
+    Deploy {
+        /// The project.
+        project: String,
+        /// The release's version.
+        release: String,
+        /// The environment.
+        environment: String,
+        /// The tenants, for a tenanted project (empty otherwise, or with `all_tenants`).
+        tenants: Vec<String>,
+        /// Every tenant of the model, for a tenanted project.
+        all_tenants: bool,
+    },
 }
 
 impl From<Command> for Request {
@@ -65,6 +92,33 @@ struct Ledger {
     task_log_bytes_max: u64,
     /// The deployment model last applied.
     model: Model,
+    /// Releases, where they succeeded, and the deployments of them in flight.
+    releases: Releases,
+    /// The role- and target-scoped variables of deployments that have some.
+    per_target: BTreeMap<TaskId, TargetVariables>,
+}
+
+/// The ledger as envelope format 2 wrote it.
+#[derive(Deserialize)]
+struct LedgerV2 {
+    payloads: BTreeMap<TaskId, TaskPayload>,
+    logs: BTreeMap<TaskId, TaskLog>,
+    ended: VecDeque<TaskId>,
+    task_log_bytes_max: u64,
+    model: Model,
+}
+
+impl From<LedgerV2> for Ledger {
+    fn from(old: LedgerV2) -> Ledger {
+        Ledger {
+            payloads: old.payloads,
+            logs: old.logs,
+            ended: old.ended,
+            task_log_bytes_max: old.task_log_bytes_max,
+            model: old.model,
+            ..Ledger::default()
+        }
+    }
 }
 
 /// The ledger as envelope format 1 wrote it.
@@ -83,7 +137,7 @@ impl From<LedgerV1> for Ledger {
             logs: old.logs,
             ended: old.ended,
             task_log_bytes_max: old.task_log_bytes_max,
-            model: Model::default(),
+            ..Ledger::default()
         }
     }
 }
@@ -114,15 +168,18 @@ impl Replicated {
         }
     }
 
-    /// Applies one request at the leader's time `now_ms`; `events` receives the core's decisions.
-    /// A rejected request changes nothing.
+    /// Applies one request at the leader's time `now_ms`; `events` is cleared and receives the
+    /// core's decisions. A rejected request changes nothing.
     pub fn apply(
         &mut self,
         now_ms: u64,
         request: Request,
         events: &mut Vec<Event>,
     ) -> Result<(), Rejection> {
-        let first = events.len();
+        // The core's apply clears the buffer too; requests that apply several core commands
+        // collect each one's events in a scratch buffer and append them.
+        events.clear();
+        let first = 0;
         match request {
             Request::Core(command) => self.scheduler.apply(Input { now_ms, command }, events)?,
             Request::SubmitDeployment { spec, payload } => {
@@ -197,15 +254,33 @@ impl Replicated {
                 }
                 self.ledger.model = model;
             }
+            request @ (Request::CreateRelease { .. } | Request::Deploy { .. }) => {
+                self.apply_release_request(now_ms, request, events)?
+            }
         }
-        self.record(now_ms, first, events);
+        // A success may promote a release, whose new tasks may start (and, without units, end)
+        // at once: record until nothing more follows. Each round moves a release to a later
+        // phase, so this ends.
+        let mut from = first;
+        loop {
+            let promotions = self.record(now_ms, from, events);
+            if promotions.is_empty() {
+                break;
+            }
+            from = events.len();
+            for promotion in promotions {
+                self.promote(now_ms, promotion, events);
+            }
+        }
         Ok(())
     }
 
-    /// Writes the cluster's own log lines for the decisions in `events[first..]`, and forgets the
-    /// ledger of tasks the core has forgotten.
-    fn record(&mut self, now_ms: u64, first: usize, events: &[Event]) {
+    /// Writes the cluster's own log lines for the decisions in `events[first..]`, records ended
+    /// deployments on their releases, and forgets the ledger of tasks the core has forgotten.
+    /// Returns the automatic deployments that successes ask for.
+    fn record(&mut self, now_ms: u64, first: usize, events: &[Event]) -> Vec<deploy::Promotion> {
         let limit = self.ledger.task_log_bytes_max;
+        let mut promotions = Vec::new();
         for event in &events[first..] {
             let (task, unit, text) = match event {
                 Event::TaskStarted { task, token } => (
@@ -260,6 +335,8 @@ impl Replicated {
                         TaskOutcome::Cancelled => "cancelled".to_string(),
                     };
                     self.ledger.ended.push_back(*task);
+                    let succeeded = matches!(outcome, TaskOutcome::Succeeded);
+                    promotions.extend(self.release_task_ended(*task, succeeded));
                     (*task, None, format!("[cuttle] task {how}"))
                 }
                 _ => continue,
@@ -277,8 +354,11 @@ impl Replicated {
             let task = self.ledger.ended.pop_front().expect("longer than retained");
             self.ledger.payloads.remove(&task);
             self.ledger.logs.remove(&task);
+            self.ledger.per_target.remove(&task);
         }
         debug_assert!(self.ledger.payloads.len() <= self.scheduler.tasks().count() + retained);
+        debug_assert!(self.ledger.releases.active_len() <= self.scheduler.tasks().count());
+        promotions
     }
 
     fn step_name(&self, task: TaskId, step: u16) -> &str {
@@ -301,6 +381,28 @@ impl Replicated {
     /// The scripts and variables of a task, while the task is known.
     pub fn payload(&self, task: TaskId) -> Option<&TaskPayload> {
         self.ledger.payloads.get(&task)
+    }
+
+    /// The variables a unit of `task` on `target` sees: the task's, with the values scoped to
+    /// the target's roles or name resolved for it.
+    pub fn variables_for(&self, task: TaskId, target: crate::sched::TargetId) -> Vec<Variable> {
+        let Some(payload) = self.ledger.payloads.get(&task) else {
+            return Vec::new();
+        };
+        let (Some(scoped), Some(t)) = (
+            self.ledger.per_target.get(&task),
+            self.scheduler.target(target),
+        ) else {
+            return payload.variables.clone();
+        };
+        let names = self.scheduler.symbols();
+        let roles: Vec<&str> = t.roles.iter().map(|r| names.name(*r)).collect();
+        scoped.for_target(&payload.variables, names.name(t.name), &roles)
+    }
+
+    /// Releases and the deployments in flight.
+    pub fn releases(&self) -> &Releases {
+        &self.ledger.releases
     }
 
     /// A task's log, while the task is known.
@@ -361,6 +463,11 @@ impl Replicated {
         let config = bincode::config::standard();
         let (ledger, read) = if found == 1 {
             let (old, read): (LedgerV1, usize) =
+                bincode::serde::decode_from_slice(&rest[core_len..], config)
+                    .map_err(decode_error)?;
+            (Ledger::from(old), read)
+        } else if found == 2 {
+            let (old, read): (LedgerV2, usize) =
                 bincode::serde::decode_from_slice(&rest[core_len..], config)
                     .map_err(decode_error)?;
             (Ledger::from(old), read)

@@ -8,7 +8,8 @@
 //! per target, later: special variables keep them (as [`ScopedValue`]s, one per role or per
 //! target; a value scoped to targets counts as target-scoped even if it also names roles, as in the
 //! core), and plain values scoped to roles or targets are set apart in [`Resolved::per_target`]
-//! because a task's payload holds one value per name.
+//! because a task's payload holds one value per name: they are resolved per unit, at dispatch,
+//! with the same precedence (see [`super::target_vars`]).
 //!
 //! # Precedence
 //! Among the values of one name that apply (for special variables: of one canonical name and one
@@ -28,6 +29,7 @@
 //! per target: a target-scoped value wins over role-scoped ones, which win over the default.
 
 use crate::ledger::model::{Model, Project, VariableDef};
+use crate::ledger::target_vars::{Rank, TargetValue, TargetVariables};
 use crate::ledger::{StepPayload, TaskPayload, Variable};
 use crate::sched::vars::{self, ScopedValue, VariableError};
 use crate::sched::{Rejection, StepSpec, TaskSpec};
@@ -43,9 +45,8 @@ pub struct Resolved {
     /// scripts see. Special variables are included.
     pub variables: Vec<Variable>,
     /// Plain (not special) values that apply to the environment and tenant but are scoped to roles
-    /// or targets, in source order: they need a per-target payload, which the core does not have
-    /// yet, so they reach no script.
-    pub per_target: Vec<VariableDef>,
+    /// or targets, with their ranks: resolved per unit when it is dispatched.
+    pub per_target: TargetVariables,
 }
 
 /// Why a deployment's task could not be built.
@@ -74,9 +75,6 @@ pub enum ResolveError {
     Rejected(#[from] Rejection),
 }
 
-/// How strongly a value claims its key; the greatest wins.
-type Rank = (u32, u8, usize, bool, usize);
-
 fn rank(def: &VariableDef, source: usize, position: usize) -> Rank {
     let s = &def.scope;
     let dims = [
@@ -88,7 +86,7 @@ fn rank(def: &VariableDef, source: usize, position: usize) -> Rank {
     let count = dims.iter().filter(|(on, _)| *on).count() as u32;
     let mask = dims.iter().filter(|(on, _)| *on).map(|(_, b)| b).sum();
     let canonical = vars::canonical(&def.name) == def.name;
-    (count, mask, source, canonical, position)
+    (count, mask, source as u64, canonical, position as u64)
 }
 
 fn applies(def: &VariableDef, environment: &str, tenant: Option<&str>) -> bool {
@@ -124,7 +122,7 @@ pub fn resolve(
     type Key = (String, Option<String>, Option<String>);
     let mut special: BTreeMap<Key, (Rank, ScopedValue)> = BTreeMap::new();
     let mut plain: BTreeMap<String, (Rank, Variable)> = BTreeMap::new();
-    let mut per_target = Vec::new();
+    let mut per_target = TargetVariables::default();
     for (def, source, position) in sources(model, project) {
         if !applies(def, environment, tenant) {
             continue;
@@ -159,7 +157,16 @@ pub fn resolve(
         }
         if !s.roles.is_empty() || !s.targets.is_empty() {
             if !is_special {
-                per_target.push(def.clone());
+                per_target.values.push(TargetValue {
+                    variable: Variable {
+                        name: def.name.clone(),
+                        value: def.value.clone(),
+                        sensitive: def.sensitive,
+                    },
+                    roles: s.roles.clone(),
+                    targets: s.targets.clone(),
+                    rank: r,
+                });
             }
             continue;
         }
@@ -173,6 +180,13 @@ pub fn resolve(
             _ => {
                 plain.insert(def.name.clone(), (r, variable));
             }
+        }
+    }
+    for value in &per_target.values {
+        if let Some((r, _)) = plain.get(&value.variable.name) {
+            per_target
+                .task_ranks
+                .insert(value.variable.name.clone(), *r);
         }
     }
     let mut special: Vec<(Key, ScopedValue)> =
@@ -210,6 +224,28 @@ pub fn task_spec(
     environment: &str,
     tenant: Option<&str>,
 ) -> Result<(TaskSpec, TaskPayload), ResolveError> {
+    build(model, project, release, environment, tenant).map(|b| (b.spec, b.payload))
+}
+
+/// One deployment's task, built: what [`task_spec`] returns, and the variables resolved per target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Built {
+    /// The core's task.
+    pub spec: TaskSpec,
+    /// Its scripts and the variables of the whole task.
+    pub payload: TaskPayload,
+    /// The values scoped to roles or targets, resolved per unit at dispatch.
+    pub per_target: TargetVariables,
+}
+
+/// [`task_spec`], with the per-target variables.
+pub fn build(
+    model: &Model,
+    project: &str,
+    release: &str,
+    environment: &str,
+    tenant: Option<&str>,
+) -> Result<Built, ResolveError> {
     let p = model
         .project(project)
         .ok_or_else(|| ResolveError::UnknownProject(project.into()))?;
@@ -261,7 +297,11 @@ pub fn task_spec(
     };
     spec.validate()?;
     payload.validate(&spec)?;
-    Ok((spec, payload))
+    Ok(Built {
+        spec,
+        payload,
+        per_target: resolved.per_target,
+    })
 }
 
 #[cfg(test)]

@@ -31,6 +31,32 @@ fn dedup_sorted(items: &mut [Sym]) -> usize {
 }
 
 impl<L: LockTable> Scheduler<L> {
+    /// Checks that `specs`, submitted one after another now, would all be accepted: the room in
+    /// the queue and for new names, and each spec's own validity. Lets a request that queues
+    /// several tasks (a deployment to several tenants) apply all or nothing.
+    pub fn check_submissions(&self, specs: &[TaskSpec]) -> Result<(), Rejection> {
+        let room = self
+            .settings
+            .queued_tasks_max
+            .saturating_sub(self.queued_tasks);
+        if specs.len() > room as usize {
+            return Err(Rejection::QueueFull {
+                limit: self.settings.queued_tasks_max,
+            });
+        }
+        let mut names = 0;
+        for spec in specs {
+            names += validate_spec(spec)?;
+        }
+        if !self.symbols.has_room(names) {
+            return Err(invalid(
+                "project",
+                "the state holds the most distinct names it can",
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn submit(
         &mut self,
         spec: TaskSpec,

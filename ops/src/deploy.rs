@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 pub enum ReleaseCommand {
     /// Create a release of a project; when the first phase of its lifecycle is automatic, it is
     /// deployed there at once (to every tenant of a tenanted project) and the tasks are printed.
+    #[command(disable_version_flag = true)]
     Create {
         /// The project, as the applied spec names it.
         #[arg(long)]

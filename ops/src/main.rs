@@ -609,3 +609,12 @@ fn report(error: &anyhow::Error) {
         eprintln!("  caused by: {cause}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
+}

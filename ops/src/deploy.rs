@@ -231,7 +231,7 @@ pub fn release_table(releases: &[Value]) -> String {
             r["project"].as_str().unwrap_or("?"),
             r["version"].as_str().unwrap_or("?"),
             r["created_ms"].as_u64().map(format_ms).unwrap_or_default(),
-            r["deployments"]
+            r["deployments"].as_u64().unwrap_or(0)
         );
         let succeeded = r["succeeded"].as_array().cloned().unwrap_or_default();
         if succeeded.is_empty() {

@@ -284,6 +284,20 @@ const EXIT_BAD_INPUT: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cuttle::style::init();
+    let long_running = matches!(
+        cli.command,
+        Commands::Server(_)
+            | Commands::Dev(_)
+            | Commands::Bench { .. }
+            | Commands::Lock { .. }
+            | Commands::Agent { command: None, .. }
+    );
+    if !long_running {
+        // A command whose output is piped into `head` stops quietly when the pipe closes, as
+        // Unix tools do; servers and agents keep Rust's default (EPIPE as an error on sockets).
+        // SAFETY: setting a signal's disposition to its default, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Commands::Simulate(args) => match run_simulate(&args) {
             Ok(code) => code,
@@ -479,41 +493,7 @@ async fn run_task(command: TaskCommand, endpoints: Endpoints) -> anyhow::Result<
             let view = client.read(&format!("task:{id}")).await?;
             match output {
                 Output::Json => println!("{view}"),
-                Output::Human => {
-                    println!(
-                        "task {id}: {} {} to {}{} — {}{}",
-                        view["project"].as_str().unwrap_or(""),
-                        view["release"].as_str().unwrap_or(""),
-                        view["environment"].as_str().unwrap_or(""),
-                        view["tenant"]
-                            .as_str()
-                            .map(|t| format!(" ({t})"))
-                            .unwrap_or_default(),
-                        view["state"].as_str().unwrap_or(""),
-                        view["waiting_for"]
-                            .as_str()
-                            .map(|w| format!(": {w}"))
-                            .unwrap_or_default()
-                    );
-                    println!(
-                        "{:<6} {:<16} {:<12} {:<12} {:<6} WAITING FOR",
-                        "UNIT", "STEP", "TARGET", "STATE", "TOKEN"
-                    );
-                    for u in view["units"].as_array().into_iter().flatten() {
-                        println!(
-                            "{:<6} {:<16} {:<12} {:<12} {:<6} {}",
-                            u["id"],
-                            u["step"].as_str().unwrap_or(""),
-                            u["target"].as_str().unwrap_or(""),
-                            u["state"].as_str().unwrap_or(""),
-                            u["token"]
-                                .as_u64()
-                                .map(|t| t.to_string())
-                                .unwrap_or_else(|| "-".into()),
-                            u["waiting_for"].as_str().unwrap_or("")
-                        );
-                    }
-                }
+                Output::Human => print!("{}", cuttle::views::task_detail(&view)),
             }
         }
         TaskCommand::Logs { id, follow, output } => {

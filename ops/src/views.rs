@@ -109,3 +109,64 @@ pub fn lock_table(locks: &Value) -> String {
     }
     out
 }
+
+/// `cuttle task show`: the task, then one row per unit by step and target with its state,
+/// fencing token, times and what it waits for.
+pub fn task_detail(view: &Value) -> String {
+    let mut out = String::new();
+    let time = |v: &Value| v.as_u64().map(format_ms).unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "task {}: {} {} to {}{} — {}{}",
+        text(&view["id"]),
+        text(&view["project"]),
+        text(&view["release"]),
+        text(&view["environment"]),
+        view["tenant"]
+            .as_str()
+            .map(|t| format!(" ({t})"))
+            .unwrap_or_default(),
+        crate::style::state(&text(&view["state"])),
+        view["waiting_for"]
+            .as_str()
+            .or(view["reason"].as_str())
+            .map(|w| format!(": {w}"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "submitted {}, started {}, finished {}",
+        time(&view["submitted_ms"]),
+        time(&view["started_ms"]),
+        time(&view["ended_ms"])
+    );
+    let _ = writeln!(
+        out,
+        "{:<6} {:<16} {:<12} {:<12} {:<6} {:<12} {:<12} WAITING FOR",
+        "UNIT", "STEP", "TARGET", "STATE", "TOKEN", "DISPATCHED", "ENDED"
+    );
+    for u in view["units"].as_array().into_iter().flatten() {
+        let step = match u["kind"].as_str() {
+            Some("acquire") => format!("{} (acquire)", text(&u["step"])),
+            _ => text(&u["step"]),
+        };
+        let _ = writeln!(
+            out,
+            "{:<6} {:<16} {:<12} {} {:<6} {:<12} {:<12} {}",
+            text(&u["id"]),
+            step,
+            text(&u["target"]),
+            console::pad_str(
+                &crate::style::state(&text(&u["state"])),
+                12,
+                console::Alignment::Left,
+                None
+            ),
+            text(&u["token"]),
+            time(&u["dispatched_ms"]),
+            time(&u["ended_ms"]),
+            u["waiting_for"].as_str().unwrap_or("")
+        );
+    }
+    out
+}

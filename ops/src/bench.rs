@@ -44,14 +44,15 @@ pub struct ClusterBenchArgs {
     pub json: Option<PathBuf>,
 }
 
-struct Server {
+pub(crate) struct Server {
     id: u64,
     addr: String,
     dir: PathBuf,
     child: Option<Child>,
 }
 
-struct Cluster {
+/// Three `cuttle server` processes on loopback, killed when dropped.
+pub(crate) struct Cluster {
     servers: Vec<Server>,
     initial: String,
     flags: Vec<String>,
@@ -64,7 +65,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Cluster {
-    fn start(root: &Path, flags: &str) -> anyhow::Result<Cluster> {
+    pub(crate) fn start(root: &Path, flags: &str) -> anyhow::Result<Cluster> {
         let mut servers = Vec::new();
         for id in 1..=3 {
             let addr = format!("127.0.0.1:{}", free_port()?);
@@ -92,7 +93,7 @@ impl Cluster {
         Ok(cluster)
     }
 
-    fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
+    pub(crate) fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
         let exe = std::env::current_exe()?;
         let server = &mut self.servers[index];
         let child = std::process::Command::new(exe)
@@ -116,7 +117,7 @@ impl Cluster {
         Ok(())
     }
 
-    fn kill(&mut self, id: u64) {
+    pub(crate) fn kill(&mut self, id: u64) {
         let server = self
             .servers
             .iter_mut()
@@ -128,12 +129,12 @@ impl Cluster {
         }
     }
 
-    fn endpoints(&self) -> Vec<String> {
+    pub(crate) fn endpoints(&self) -> Vec<String> {
         self.servers.iter().map(|s| s.addr.clone()).collect()
     }
 
     /// Waits for a leader; returns its id and address.
-    async fn leader(&self) -> anyhow::Result<(u64, String)> {
+    pub(crate) async fn leader(&self) -> anyhow::Result<(u64, String)> {
         let client = Client::new(&self.endpoints(), Duration::from_secs(2))?;
         let start = Instant::now();
         loop {
@@ -192,7 +193,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     if values.is_empty() {
         f64::NAN

@@ -132,7 +132,10 @@ pub async fn run(
         .add_service(agents.service())
         .add_service(locks.service())
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // The builder's tcp_nodelay applies only to listeners tonic binds itself: without it
+            // on the accepted sockets, Nagle's algorithm held each small streamed message (a unit
+            // dispatched to its agent) until the peer's delayed ACK, about 40 ms.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async {
                 let _ = serving_stopped.await;
             },

@@ -5,7 +5,6 @@
 
 use crate::cluster_service::ClusterApi;
 use crate::dispatcher::{session_start, Confirmer};
-use crate::network::lazy_channel;
 use crate::proposer::ProposeError;
 use crate::sessions::{Sessions, SESSION_QUEUE_MESSAGES_MAX};
 use cuttle_proto::v1::agent_message::Kind as In;
@@ -23,7 +22,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
+
+/// How long a relaying node tries to connect to the leader before it deems it unreachable.
+const LEADER_CONNECT_TIMEOUT_MS: u64 = 300;
 
 /// Reports from one agent waiting to be proposed; a full queue holds the agent's stream back.
 pub const SESSION_REPORTS_MAX: usize = 1_024;
@@ -53,13 +56,50 @@ impl AgentApi {
             .max_encoding_message_size(16 << 20)
     }
 
+    /// A connection to the leader, or `None` when this node leads. While the leader this node
+    /// knows cannot be reached (it died and the election is under way), waits for the next one
+    /// instead of failing: the agent then attaches as soon as a leader serves, rather than after
+    /// its backoff.
+    async fn leader_channel(&self) -> Result<Option<Channel>, Status> {
+        let deadline = tokio::time::Instant::now() + self.api.request_timeout;
+        let mut metrics = self.api.raft.metrics();
+        loop {
+            let Some(leader) = self.api.leader_addr().await? else {
+                return Ok(None);
+            };
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{leader}"))
+                .map_err(|_| Status::internal(format!("leader address {leader:?} is malformed")))?
+                .connect_timeout(Duration::from_millis(LEADER_CONNECT_TIMEOUT_MS))
+                .tcp_nodelay(true)
+                // A leader cut off mid-session must end the relayed stream, so the agent moves on.
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(2));
+            match endpoint.connect().await {
+                Ok(channel) => return Ok(Some(channel)),
+                Err(e) => tracing::debug!(%leader, error = %e, "the leader is unreachable: waiting for the next"),
+            }
+            // Wait for news of another leader (or until the deadline), then look again.
+            loop {
+                if tokio::time::timeout_at(deadline, metrics.changed())
+                    .await
+                    .is_err()
+                {
+                    return Err(Status::unavailable(format!(
+                        "the leader at {leader} is unreachable and no other leader emerged: attach again"
+                    )));
+                }
+                if self.api.leader_addr().await?.as_deref() != Some(leader.as_str()) {
+                    break;
+                }
+            }
+        }
+    }
+
     async fn relay(
         &self,
-        leader: String,
+        channel: Channel,
         mut inbound: Streaming<AgentMessage>,
     ) -> Result<ServerStream, Status> {
-        let channel = lazy_channel(&leader)
-            .ok_or_else(|| Status::internal(format!("leader address {leader:?} is malformed")))?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             while let Ok(Some(message)) = inbound.message().await {
@@ -297,14 +337,14 @@ impl Agents for AgentApi {
     ) -> Result<Response<Self::AttachStream>, Status> {
         let forwarded = request.metadata().contains_key("cuttle-forwarded");
         let inbound = request.into_inner();
-        let stream = match self.api.leader_addr().await? {
+        if forwarded && self.api.leader_addr().await?.is_some() {
+            return Err(Status::unavailable(
+                "this node is not the leader and the session was already relayed once: attach again",
+            ));
+        }
+        let stream = match self.leader_channel().await? {
             None => self.serve(inbound).await?,
-            Some(_) if forwarded => {
-                return Err(Status::unavailable(
-                    "this node is not the leader and the session was already relayed once: attach again",
-                ))
-            }
-            Some(leader) => self.relay(leader, inbound).await?,
+            Some(channel) => self.relay(channel, inbound).await?,
         };
         Ok(Response::new(stream))
     }

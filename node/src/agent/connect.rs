@@ -7,10 +7,16 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
-/// The first wait after a failed attempt; it doubles after each failure ...
+/// The wait before trying the next server node of the list after one failed: short, because a
+/// node that is down fails fast and another may already lead.
+pub const NEXT_ENDPOINT_MS: u64 = 20;
+/// The first wait after every node of the list failed in turn; it doubles after each such round
+/// ...
 pub const BACKOFF_INITIAL_MS: u64 = 100;
-/// ... up to this.
-pub const BACKOFF_MAX_MS: u64 = 5_000;
+/// ... up to this: an election takes about a second, so an agent keeps trying about once a
+/// second while there is no leader, with jitter so that agents cut off together do not return
+/// together.
+pub const BACKOFF_MAX_MS: u64 = 1_000;
 /// Connecting to a server node fails after this long.
 pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// A server that has not answered `Hello` with `Welcome` within this long is given up on.

@@ -8,7 +8,7 @@
 //! unit's end is entered in the guard, then journaled, then reported: the cluster can never hear
 //! of an end before the guard has let go of the unit.
 
-use crate::agent::connect::{attach, Backoff};
+use crate::agent::connect::{attach, Backoff, NEXT_ENDPOINT_MS};
 use crate::agent::fence::{Admission, Fence, FenceInput};
 use crate::agent::journal::{JournalHandle, Record, Replay, UnitRecord};
 use crate::agent::lease::Lease;
@@ -130,7 +130,13 @@ impl Agent {
                     }
                 }
             }
-            let delay = self.backoff.next_delay();
+            // Try every node in turn before backing off: after a leader dies, the next node to
+            // answer is usually the new leader or one that relays to it.
+            let delay = if (attempt + 1) % endpoints.len() != 0 {
+                Duration::from_millis(NEXT_ENDPOINT_MS)
+            } else {
+                self.backoff.next_delay()
+            };
             let waited = self
                 .idle(tokio::time::sleep(delay), &mut events_rx, &mut shutdown)
                 .await;
@@ -444,9 +450,18 @@ impl Agent {
                         exit_code,
                         reason: reason.clone(),
                     };
-                    if let Err(error) = self.journal.append(end).await {
-                        tracing::error!(unit, "{error}");
-                    }
+                    // The report does not wait for this fsync: it is the target's hand-off to the
+                    // next unit. If the agent dies before the record is durable, its restart finds
+                    // the unit started and not ended, treats it as interrupted (its process group
+                    // is gone) and reports an end the cluster ignores, having recorded this one;
+                    // the start record, durable before the spawn, still keeps the unit from
+                    // running twice.
+                    let journal = self.journal.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = journal.append(end).await {
+                            tracing::error!(unit, "{error}");
+                        }
+                    });
                 }
                 tracing::info!(unit, attempt, exit_code, reason = %reason, "unit ended");
                 self.outbox.push(

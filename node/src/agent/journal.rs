@@ -1,17 +1,22 @@
-//! The agent's local journal: what it started, spawned, ended and refused, durable before it acts.
+//! The agent's local journal: what it started, spawned, ended and refused; a start is durable
+//! before the agent acts on it.
 //!
 //! # Format
 //!
 //! JSON Lines: one object per line, UTF-8, each line ending in `\n`. Every line is written with one
-//! `write_all` and then `sync_data` (fsync) *before* the action it records takes effect: a start is
-//! on disk before the script's process is spawned, an end before the end is reported to the
-//! cluster. Field names are stable (the chaos checker reads them); new fields may be added.
+//! `write_all` and then `sync_data` (fsync). A start is on disk *before* the script's process is
+//! spawned: that is what keeps a unit attempt from running twice across agent restarts. An end is
+//! written beside the report to the cluster, not before it, so that the fsync does not delay the
+//! target's hand-off to the next unit: an agent killed between the two restarts with the unit
+//! started and not ended, treats it as interrupted (journaling exit code -2) and reports an end
+//! the cluster ignores, as it already recorded the real one. Field names are stable (the chaos
+//! checker reads them); new fields may be added.
 //!
 //! | `event` | fields | written |
 //! |---|---|---|
 //! | `"start"` | `ts_ms`, unit fields | before the unit's process is spawned |
 //! | `"spawned"` | `ts_ms`, `unit`, `attempt`, `pgid` | right after the spawn |
-//! | `"end"` | `ts_ms`, unit fields, `exit_code`, `reason` | when the unit ended, before the report |
+//! | `"end"` | `ts_ms`, unit fields, `exit_code`, `reason` | when the unit ended, beside the report |
 //! | `"refused"` | `ts_ms`, unit fields, `reason` | when the fencing guard refused a unit |
 //!
 //! The unit fields are `unit`, `attempt`, `task`, `project`, `environment`, `tenant` (empty when

@@ -76,7 +76,9 @@ impl AgentApi {
                 .keep_alive_timeout(Duration::from_secs(2));
             match endpoint.connect().await {
                 Ok(channel) => return Ok(Some(channel)),
-                Err(e) => tracing::debug!(%leader, error = %e, "the leader is unreachable: waiting for the next"),
+                Err(e) => {
+                    tracing::debug!(%leader, error = %e, "the leader is unreachable: waiting for the next")
+                }
             }
             // Wait for news of another leader (or until the deadline), then look again.
             loop {

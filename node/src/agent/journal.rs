@@ -314,7 +314,13 @@ impl Journal {
         }
         let mut replay = Replay::default();
         for (unit, pgid) in open.into_values() {
-            if let Some(pgid) = pgid {
+            // Without a `spawned` record (the agent died right after the spawn), the groups are
+            // found by the unit's environment instead.
+            let groups = match pgid {
+                Some(pgid) => vec![pgid],
+                None => process::unit_groups(unit.unit, unit.attempt),
+            };
+            for pgid in groups {
                 match process::kill_leftover_unit(pgid, unit.unit, unit.attempt) {
                     Ok(true) => {
                         tracing::warn!(

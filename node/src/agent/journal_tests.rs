@@ -281,3 +281,37 @@ fn an_interrupted_unit_is_killed_journaled_and_reported() {
     assert!(again.interrupted.is_empty());
     assert_eq!(again.recent_ends.len(), 3);
 }
+
+#[test]
+fn a_unit_without_a_spawned_record_is_found_by_its_environment() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    // The agent died after the spawn, before the `spawned` record reached the disk.
+    let unit_number = 900_000 + u64::from(std::process::id() % 1000);
+    let mut ours = leftover(unit_number, 1);
+    let mut started = unit(unit_number, 30);
+    started.attempt = 1;
+    write_lines(
+        &path,
+        &[Record::Start {
+            ts_ms: 1,
+            unit: started,
+        }],
+    );
+    // Right after the spawn, /proc may still show the parent's environment: wait for the exec.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !crate::agent::process::runs_unit(ours.id() as i32, unit_number, 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the leftover never showed its environment"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (_journal, replay) = Journal::open(&path, &mut Fence::new(1), 100).unwrap();
+    let status =
+        exited_within(&mut ours, Duration::from_secs(5)).expect("the leftover unit was killed");
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert_eq!(replay.groups_killed, vec![ours.id() as i32]);
+    assert_eq!(replay.interrupted.len(), 1);
+}

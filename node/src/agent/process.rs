@@ -83,6 +83,34 @@ pub fn runs_unit(pid: i32, unit: u64, attempt: u32) -> bool {
     has_unit && has_attempt
 }
 
+/// The process groups of every process started for this unit attempt, by a scan of `/proc`: how
+/// a restarted agent finds what a unit left running when its journal holds no `spawned` record.
+pub fn unit_groups(unit: u64, attempt: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut groups = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !runs_unit(pid, unit, attempt) {
+            continue;
+        }
+        let group = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat_process_group(&stat));
+        if let Some(g) = group.filter(|g| *g > 1 && !groups.contains(g)) {
+            groups.push(g);
+        }
+    }
+    groups
+}
+
 /// Kills group `pgid` with SIGKILL if it still exists and one of its processes was started for this
 /// unit attempt (a recycled process group of someone else is left alone). Returns whether it did.
 pub fn kill_leftover_unit(pgid: i32, unit: u64, attempt: u32) -> io::Result<bool> {

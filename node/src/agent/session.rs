@@ -67,6 +67,9 @@ pub(crate) struct Agent {
     /// Once shutting down and idle: when to give up on unacknowledged reports.
     flush_until: Option<Instant>,
     backoff: Backoff,
+    /// Journal records written beside the work rather than before it (`spawned`, `end`): awaited
+    /// before the agent stops, so that a clean stop leaves a complete journal.
+    journal_writes: tokio::task::JoinSet<()>,
 }
 
 impl Agent {
@@ -105,6 +108,7 @@ impl Agent {
             shutting_down: false,
             flush_until: None,
             backoff: Backoff::new(seed),
+            journal_writes: tokio::task::JoinSet::new(),
         };
         (agent, events_rx)
     }
@@ -144,6 +148,7 @@ impl Agent {
                 break;
             }
         }
+        while self.journal_writes.join_next().await.is_some() {}
         tracing::info!(reports_unacknowledged = self.outbox.len(), "agent stopped");
         Ok(())
     }
@@ -307,6 +312,17 @@ impl Agent {
         }
     }
 
+    /// Appends `record` without waiting for it (see the callers for why that is safe).
+    fn journal_beside(&mut self, record: Record) {
+        while self.journal_writes.try_join_next().is_some() {}
+        let journal = self.journal.clone();
+        self.journal_writes.spawn(async move {
+            if let Err(error) = journal.append(record).await {
+                tracing::error!("{error}");
+            }
+        });
+    }
+
     async fn on_run(&mut self, run: RunUnit) {
         let (unit, attempt) = (run.unit, run.attempt);
         if self.shutting_down {
@@ -365,9 +381,10 @@ impl Agent {
                         attempt,
                         pgid,
                     };
-                    if let Err(error) = self.journal.append(spawned).await {
-                        tracing::error!(unit, pgid, "{error}");
-                    }
+                    // Not awaited: the script already runs, and the session goes on to the next
+                    // message. Should the agent die first, its restart finds the unit's process
+                    // groups by their environment instead (`process::unit_groups`).
+                    self.journal_beside(spawned);
                 }
                 self.outbox
                     .push(Report::Started { unit, attempt }, self.clock.wall_ms());
@@ -456,12 +473,7 @@ impl Agent {
                     // is gone) and reports an end the cluster ignores, having recorded this one;
                     // the start record, durable before the spawn, still keeps the unit from
                     // running twice.
-                    let journal = self.journal.clone();
-                    tokio::spawn(async move {
-                        if let Err(error) = journal.append(end).await {
-                            tracing::error!(unit, "{error}");
-                        }
-                    });
+                    self.journal_beside(end);
                 }
                 tracing::info!(unit, attempt, exit_code, reason = %reason, "unit ended");
                 self.outbox.push(

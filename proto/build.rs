@@ -1,4 +1,6 @@
-//! Compiles the `.proto` files with the vendored `protoc`, so a build needs only the Rust toolchain.
+//! Compiles the `.proto` files with the vendored `protoc`, so a build needs only the Rust toolchain:
+//! cuttle's own API (client and server) and the subset of etcd's v3 API the lock benchmark drives
+//! (client only).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
@@ -14,5 +16,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     tonic_prost_build::configure().compile_with_config(config, &protos, &["proto"])?;
+
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    let etcd = ["proto/etcd/rpc.proto", "proto/etcd/v3lock.proto"];
+    for proto in etcd {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_with_config(config, &etcd, &["proto"])?;
     Ok(())
 }

@@ -193,13 +193,9 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The median of `values` (see [`crate::bench_locks_report::median`]).
 pub(crate) fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    if values.is_empty() {
-        f64::NAN
-    } else {
-        values[values.len() / 2]
-    }
+    crate::bench_locks_report::median(values)
 }
 
 async fn throughput(endpoints: Vec<String>, clients: usize, seconds: u64) -> anyhow::Result<Run> {

@@ -4,7 +4,11 @@
 //! - [`simulate`]: `cuttle simulate`, a discrete-event simulator of a deployment scenario through
 //!   the real scheduling core.
 //! - [`server`]: `cuttle server`, a node of a cluster: its configuration from a file and flags.
+//! - [`bench_deploy`]: `cuttle bench deploy`, target hand-off gaps and failover under load, with
+//!   agents in the bench process ([`bench_agents`]).
+//! - [`bench_rush`]: `cuttle bench rush`, seed 002's release rush against its ideal makespan.
 //! - [`bench`]: `cuttle bench cluster`, commit throughput, latency and failover time of a real cluster.
+//! - [`bench_locks`]: `cuttle bench locks`, lock hand-off beside etcd's v3 lock ([`bench_etcd`]).
 //! - [`agent_cmd`]: `cuttle agent` (run one, list them) and the arguments of `cuttle lock run`.
 //! - [`views`]: the human tables of `task list` and `locks`.
 //! - [`task`]: `cuttle task` (submit from a file, list, show, logs, cancel).
@@ -18,7 +22,12 @@
 
 pub mod agent_cmd;
 pub mod bench;
+pub mod bench_agents;
+pub mod bench_deploy;
+pub mod bench_etcd;
 pub mod bench_locks;
+pub mod bench_locks_report;
+pub mod bench_rush;
 pub mod cluster;
 pub mod deploy;
 pub mod dev;

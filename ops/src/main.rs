@@ -201,6 +201,16 @@ enum BenchCommand {
     /// Durable commits per second and latency with several client counts on a three-node loopback
     /// cluster, and leader failover time (kill -9 of the leader until the first successful write).
     Cluster(cuttle::bench::ClusterBenchArgs),
+    /// Target hand-off: the idle gap between one deployment's script and the next on a busy
+    /// target, deployments per second, and how long dispatch stops when the leader is killed.
+    Deploy(cuttle::bench_deploy::DeployBenchArgs),
+    /// Seed 002's release rush (QA 1 -> Staging 4 -> Production 30 targets, 50 releases at once,
+    /// an automatic lifecycle), without and with bypass, against the ideal makespan of the rules.
+    Rush(cuttle::bench_rush::RushBenchArgs),
+    /// Lock hand-off through the lock API beside etcd 3.4's v3 lock, fresh clusters in the same
+    /// run: hand-offs/s, hand-off latency p50/p99, cuttle/etcd ratios. Exit status 3 when a mutual
+    /// exclusion check fails.
+    Locks(cuttle::bench_locks::LocksBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -313,6 +323,21 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         },
+        Commands::Bench {
+            command: BenchCommand::Rush(args),
+        } => exit_with(cuttle::bench_rush::run(&args).map(|()| ExitCode::SUCCESS)),
+        Commands::Bench {
+            command: BenchCommand::Deploy(args),
+        } => exit_with(cuttle::bench_deploy::run(&args).map(|()| ExitCode::SUCCESS)),
+        Commands::Bench {
+            command: BenchCommand::Locks(args),
+        } => exit_with(cuttle::bench_locks::run(&args).map(|clean| {
+            if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        })),
         Commands::Bench {
             command: BenchCommand::Cluster(args),
         } => match cuttle::bench::run(&args) {

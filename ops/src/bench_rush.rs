@@ -18,14 +18,12 @@ use cuttle_raft::sched::{Command, Event, TargetSpec};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Projects in the model.
 const PROJECTS: usize = 200;
 /// Units one target runs at once (its agent's capacity): enough for every shared deployment.
 const TARGET_CAPACITY: u32 = 64;
-/// How long a rush may take.
-const RUSH_TIMEOUT_MS: u64 = 600_000;
 
 /// The flags of `cuttle bench rush`.
 #[derive(clap::Args, Debug)]
@@ -240,29 +238,7 @@ async fn rush(root: &Path, args: &RushBenchArgs, bypass: bool) -> anyhow::Result
     while let Some(done) = creators.join_next().await {
         done??;
     }
-    let want = args.releases * 3;
-    let begun = Instant::now();
-    loop {
-        let list = client.read("tasks").await?;
-        let list = list.as_array().cloned().unwrap_or_default();
-        let ended = list
-            .iter()
-            .filter(|t| t["ended_ms"].as_u64().is_some())
-            .count();
-        if list.len() == want && ended == want {
-            let failed = list.iter().filter(|t| t["state"] != "succeeded").count();
-            anyhow::ensure!(
-                failed == 0,
-                "{failed} of {want} deployments did not succeed"
-            );
-            break;
-        }
-        anyhow::ensure!(
-            begun.elapsed() < Duration::from_millis(RUSH_TIMEOUT_MS),
-            "the rush did not finish in {RUSH_TIMEOUT_MS} ms ({ended} of {want} ended)"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::bench_deploy::drained(&client, args.releases * 3).await?;
     agents.stop().await;
     drop(cluster);
     let runs = read_stamps(&stamps)?;

@@ -59,17 +59,17 @@ impl LogStore {
         })
     }
 
-    /// Makes every write so far durable: sled's flush, then `fdatasync` of its data file.
+    /// Makes every write so far durable: sled's flush, then `fdatasync` of its data file. Both in
+    /// one blocking call: one thread hop per append instead of two (sled's own flush
+    /// thread, then a blocking-pool thread), which is on the commit path of every write.
     pub async fn sync(&self) -> std::io::Result<()> {
-        self.inner
-            .db
-            .flush_async()
-            .await
-            .map_err(std::io::Error::other)?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.data_file.sync_data())
-            .await
-            .map_err(std::io::Error::other)?
+        tokio::task::spawn_blocking(move || {
+            inner.db.flush().map_err(std::io::Error::other)?;
+            inner.data_file.sync_data()
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {

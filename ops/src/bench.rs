@@ -12,6 +12,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The flags every benchmark on a loopback cluster shares.
+#[derive(clap::Args, Debug)]
+pub struct BenchCommon {
+    /// Extra flags for every server, e.g. "--election-timeout-min-ms 300 --election-timeout-max-ms 600".
+    #[arg(
+        long,
+        value_name = "FLAGS",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    pub server_flags: String,
+    /// Also write the raw results here, as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
 /// The flags of `cuttle bench cluster`.
 #[derive(clap::Args, Debug)]
 pub struct ClusterBenchArgs {
@@ -31,17 +47,8 @@ pub struct ClusterBenchArgs {
     /// Leader kills to time.
     #[arg(long, default_value_t = 20)]
     pub failover_trials: usize,
-    /// Extra flags for every server, e.g. "--election-timeout-min-ms 300 --election-timeout-max-ms 600".
-    #[arg(
-        long,
-        value_name = "FLAGS",
-        default_value = "",
-        allow_hyphen_values = true
-    )]
-    pub server_flags: String,
-    /// Where to write the raw results as JSON.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: crate::bench::BenchCommon,
 }
 
 pub(crate) struct Server {
@@ -289,7 +296,7 @@ pub fn run(args: &ClusterBenchArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
-        let mut cluster = Cluster::start(&root, &args.server_flags)?;
+        let mut cluster = Cluster::start(&root, &args.common.server_flags)?;
         let (_, leader_addr) = cluster.leader().await?;
         let mut endpoints = vec![leader_addr.clone()];
         endpoints.extend(
@@ -369,7 +376,7 @@ pub fn run(args: &ClusterBenchArgs) -> anyhow::Result<()> {
         let max = failovers.iter().cloned().fold(0.0, f64::max);
         println!("\n| failover trials | median ms | max ms |\n|---:|---:|---:|\n| {} | {:.0} | {max:.0} |", failovers.len(), median(&mut failovers));
     }
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.common.json {
         let json =
             serde_json::json!({"runs": runs, "lock_runs": lock_runs, "failover_ms": failovers});
         std::fs::write(path, serde_json::to_string_pretty(&json)?)

@@ -44,17 +44,8 @@ pub struct DeployBenchArgs {
     /// Leader kills under load (fresh cluster each).
     #[arg(long, default_value_t = 5)]
     pub failover_trials: usize,
-    /// Extra flags for every server.
-    #[arg(
-        long,
-        value_name = "FLAGS",
-        default_value = "",
-        allow_hyphen_values = true
-    )]
-    pub server_flags: String,
-    /// Also write the raw results here, as JSON.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: crate::bench::BenchCommon,
 }
 
 /// One burst.
@@ -195,7 +186,10 @@ pub(crate) async fn drained(client: &Client, tasks: usize) -> anyhow::Result<()>
     let list = list.as_array().cloned().unwrap_or_default();
     anyhow::ensure!(list.len() == tasks, "{} tasks, not {tasks}", list.len());
     let failed = list.iter().filter(|t| t["state"] != "succeeded").count();
-    anyhow::ensure!(failed == 0, "{failed} of {tasks} deployments did not succeed");
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {tasks} deployments did not succeed"
+    );
     Ok(())
 }
 
@@ -344,7 +338,7 @@ pub fn run(args: &DeployBenchArgs) -> anyhow::Result<()> {
         let mut bursts: BTreeMap<usize, Vec<Burst>> = BTreeMap::new();
         for _ in 0..args.repeats {
             for &targets in &args.targets {
-                let b = burst(&root, &args.server_flags, targets, args.tasks).await?;
+                let b = burst(&root, &args.common.server_flags, targets, args.tasks).await?;
                 eprintln!(
                     "{targets} targets: gap p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {:.0} tasks/s",
                     b.gap_p50_ms, b.gap_p99_ms, b.gap_max_ms, b.tasks_per_s
@@ -354,7 +348,7 @@ pub fn run(args: &DeployBenchArgs) -> anyhow::Result<()> {
         }
         let mut failovers = Vec::new();
         for trial in 0..args.failover_trials {
-            let f = failover(&root, &args.server_flags, args.tasks.min(300))
+            let f = failover(&root, &args.common.server_flags, args.tasks.min(300))
                 .await
                 .with_context(|| format!("failover trial {trial}"))?;
             eprintln!(
@@ -399,7 +393,7 @@ pub fn run(args: &DeployBenchArgs) -> anyhow::Result<()> {
             failovers.len()
         );
     }
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.common.json {
         let doc = serde_json::json!({"bursts": bursts, "failover_ms": failovers});
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -12,7 +12,6 @@ use anyhow::Context as _;
 use cuttle_node::client::Client;
 use cuttle_proto::v1::AcquireLockRequest;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,17 +34,8 @@ pub struct LocksBenchArgs {
     /// `auto`: install etcd with `ops/bench/install-etcd.sh` when it is missing; `skip`: cuttle only.
     #[arg(long, value_enum, default_value_t = EtcdMode::Auto)]
     pub etcd: EtcdMode,
-    /// Extra flags for every cuttle server.
-    #[arg(
-        long,
-        value_name = "FLAGS",
-        default_value = "",
-        allow_hyphen_values = true
-    )]
-    pub server_flags: String,
-    /// Where to write the raw results as JSON.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: crate::bench::BenchCommon,
 }
 
 /// A cuttle lock request's lease; a waiting client renews it after each `Wait` that times out.
@@ -426,7 +416,7 @@ async fn cuttle_once(
     clients: usize,
     repeat: usize,
 ) -> anyhow::Result<LockRun> {
-    let cluster = Cluster::start(dir, &args.server_flags)?;
+    let cluster = Cluster::start(dir, &args.common.server_flags)?;
     let (_, leader) = cluster.leader().await?;
     // Leader first, as `cuttle bench cluster` does: a follower would forward every call.
     let mut endpoints = vec![leader.clone()];
@@ -503,7 +493,7 @@ pub fn run(args: &LocksBenchArgs) -> anyhow::Result<bool> {
         "{}",
         report(args, &machine, etcd.as_ref().ok(), &summary, &runs)
     );
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.common.json {
         let json = serde_json::json!({
             "machine": machine,
             "cluster": "three nodes on 127.0.0.1, durable writes (cuttle: sled flush + fdatasync; etcd: defaults, WAL fsync)",

@@ -37,17 +37,8 @@ pub struct RushBenchArgs {
     /// Runs per variant (without and with bypass); the table shows medians.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// Extra flags for every server.
-    #[arg(
-        long,
-        value_name = "FLAGS",
-        default_value = "",
-        allow_hyphen_values = true
-    )]
-    pub server_flags: String,
-    /// Also write the raw results here, as JSON.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub common: crate::bench::BenchCommon,
 }
 
 /// The targets: (name, environment).
@@ -200,7 +191,7 @@ async fn rush(root: &Path, args: &RushBenchArgs, bypass: bool) -> anyhow::Result
     let _ = std::fs::remove_dir_all(root);
     let stamps = root.join("stamps");
     std::fs::create_dir_all(&stamps)?;
-    let cluster = Cluster::start(root, &args.server_flags)?;
+    let cluster = Cluster::start(root, &args.common.server_flags)?;
     cluster.leader().await?;
     let client = Client::new(&cluster.endpoints(), Duration::from_secs(10))?;
     let defs: Vec<TargetDef> = targets()
@@ -303,7 +294,7 @@ pub fn run(args: &RushBenchArgs) -> anyhow::Result<()> {
             median(&mut ratios)
         );
     }
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.common.json {
         std::fs::write(path, serde_json::to_string_pretty(&runs)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }

@@ -34,28 +34,29 @@ pub fn group_exists(pgid: i32) -> bool {
     result == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Every process id in `/proc`.
+fn pids() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+        })
+}
+
+/// The process group of `pid`, from `/proc/PID/stat`.
+fn group_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_process_group(&stat)
+}
+
 /// The processes whose process group is `pgid`, from `/proc/PID/stat`.
 pub fn group_members(pgid: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut members = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if stat_process_group(&stat) == Some(pgid) {
-            members.push(pid);
-        }
-    }
-    members
+    pids().filter(|pid| group_of(*pid) == Some(pgid)).collect()
 }
 
 /// The process group in a `/proc/PID/stat` line. The command name (field 2) may contain spaces
@@ -86,25 +87,9 @@ pub fn runs_unit(pid: i32, unit: u64, attempt: u32) -> bool {
 /// The process groups of every process started for this unit attempt, by a scan of `/proc`: how
 /// a restarted agent finds what a unit left running when its journal holds no `spawned` record.
 pub fn unit_groups(unit: u64, attempt: u32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut groups = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if !runs_unit(pid, unit, attempt) {
-            continue;
-        }
-        let group = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| stat_process_group(&stat));
-        if let Some(g) = group.filter(|g| *g > 1 && !groups.contains(g)) {
+    for pid in pids().filter(|pid| runs_unit(*pid, unit, attempt)) {
+        if let Some(g) = group_of(pid).filter(|g| *g > 1 && !groups.contains(g)) {
             groups.push(g);
         }
     }

@@ -136,6 +136,15 @@ impl Cluster {
         }
     }
 
+    /// The process id of node `id`, while it runs.
+    pub(crate) fn pid(&self, id: u64) -> Option<u32> {
+        self.servers
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.child.as_ref())
+            .map(|c| c.id())
+    }
+
     pub(crate) fn endpoints(&self) -> Vec<String> {
         self.servers.iter().map(|s| s.addr.clone()).collect()
     }

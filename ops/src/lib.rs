@@ -7,6 +7,7 @@
 //! - [`bench_deploy`]: `cuttle bench deploy`, target hand-off gaps and failover under load, with
 //!   agents in the bench process ([`bench_agents`]).
 //! - [`bench_rush`]: `cuttle bench rush`, seed 002's release rush against its ideal makespan.
+//! - [`bench_scale`]: `cuttle bench scale`, a queue of 100,000 deployments over 1,000 targets.
 //! - [`bench`]: `cuttle bench cluster`, commit throughput, latency and failover time of a real cluster.
 //! - [`bench_locks`]: `cuttle bench locks`, lock hand-off beside etcd's v3 lock ([`bench_etcd`]).
 //! - [`agent_cmd`]: `cuttle agent` (run one, list them) and the arguments of `cuttle lock run`.
@@ -28,6 +29,7 @@ pub mod bench_etcd;
 pub mod bench_locks;
 pub mod bench_locks_report;
 pub mod bench_rush;
+pub mod bench_scale;
 pub mod cluster;
 pub mod deploy;
 pub mod dev;

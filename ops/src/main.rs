@@ -207,6 +207,9 @@ enum BenchCommand {
     /// Seed 002's release rush (QA 1 -> Staging 4 -> Production 30 targets, 50 releases at once,
     /// an automatic lifecycle), without and with bypass, against the ideal makespan of the rules.
     Rush(cuttle::bench_rush::RushBenchArgs),
+    /// A queue of 100,000 deployments over 1,000 targets: queueing rate as the queue grows, memory
+    /// per node, snapshot size and times, a follower's restart to serving.
+    Scale(cuttle::bench_scale::ScaleBenchArgs),
     /// Lock hand-off through the lock API beside etcd 3.4's v3 lock, fresh clusters in the same
     /// run: hand-offs/s, hand-off latency p50/p99, cuttle/etcd ratios. Exit status 3 when a mutual
     /// exclusion check fails.
@@ -323,6 +326,9 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         },
+        Commands::Bench {
+            command: BenchCommand::Scale(args),
+        } => exit_with(cuttle::bench_scale::run(&args).map(|()| ExitCode::SUCCESS)),
         Commands::Bench {
             command: BenchCommand::Rush(args),
         } => exit_with(cuttle::bench_rush::run(&args).map(|()| ExitCode::SUCCESS)),

@@ -234,12 +234,56 @@ fn launch_process(
             .batcher
             .push(system_line(warning), Instant::now());
     }
+    if unsafe_test_fault_early_finish() {
+        early_finish(&mut supervised);
+    }
     let limits = (run.timeout_ms, config.cancel_grace_ms);
     tokio::spawn(supervised.run(child, line_rx, stop_rx, readers, limits));
     Ok(Launched {
         pgid: Some(pgid),
         stop,
     })
+}
+
+/// UNSAFE, TEST-ONLY. The environment variable of the chaos harness's deliberately broken switch
+/// (`docs/chaos.md`): with the value `early-finish` the agent reports every unit that runs a script
+/// as finished (exit code 0) the moment it starts, while the script keeps running, so the cluster
+/// hands the target to the next unit too early. It exists only so that the harness can show that
+/// its checkers catch a real overlap. Off unless set; never set it outside that self-test.
+pub const UNSAFE_TEST_FAULT_ENV: &str = "CUTTLE_UNSAFE_TEST_FAULT";
+
+/// Whether the broken switch is on; read once per process.
+fn unsafe_test_fault_early_finish() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = std::env::var(UNSAFE_TEST_FAULT_ENV).is_ok_and(|v| v == "early-finish");
+        if on {
+            tracing::error!(
+                "{UNSAFE_TEST_FAULT_ENV}=early-finish: this agent is deliberately broken for a test \
+                 and reports units finished while their scripts still run"
+            );
+        }
+        on
+    })
+}
+
+/// UNSAFE, TEST-ONLY (see [`UNSAFE_TEST_FAULT_ENV`]): reports the unit finished now and silences
+/// the supervisor's own reports (its channel has no receiver), while the supervisor still reaps
+/// the script when it really ends.
+fn early_finish(supervised: &mut Supervised) {
+    let (unit, attempt) = (supervised.unit, supervised.attempt);
+    let (closed, _) = mpsc::channel(1);
+    let events = std::mem::replace(&mut supervised.events, closed);
+    tokio::spawn(async move {
+        let reason = String::new();
+        let finished = RunnerEvent::Finished {
+            unit,
+            attempt,
+            exit_code: 0,
+            reason,
+        };
+        let _ = events.send(finished).await;
+    });
 }
 
 fn command(

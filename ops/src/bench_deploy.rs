@@ -24,8 +24,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Submissions in flight at once during a burst.
-const SUBMITTERS: usize = 16;
 /// How long a burst may take.
 const BURST_TIMEOUT_MS: u64 = 600_000;
 
@@ -144,24 +142,13 @@ async fn set_up(root: &Path, flags: &str, targets: usize, tasks: usize) -> anyho
     })
 }
 
-/// Submits the burst from [`SUBMITTERS`] concurrent clients.
+/// Submits the burst through concurrent clients.
 async fn submit_all(bench: &Bench, tasks: usize, targets: usize) -> anyhow::Result<()> {
-    let mut workers = tokio::task::JoinSet::new();
-    for w in 0..SUBMITTERS {
-        let client = bench.client.clone();
-        let stamps = bench.stamps.clone();
-        workers.spawn(async move {
-            for i in (w..tasks).step_by(SUBMITTERS) {
-                let (result, _) = client.write(deployment(i, i % targets, &stamps)).await?;
-                result.context("the cluster refused a deployment")?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(done) = workers.join_next().await {
-        done??;
-    }
-    Ok(())
+    let requests = (0..tasks)
+        .rev()
+        .map(|i| deployment(i, i % targets, &bench.stamps))
+        .collect();
+    crate::bench_scale::write_all(&bench.client, requests).await
 }
 
 /// Waits until every task has ended; fails unless all succeeded. Polls the small `summary` read

@@ -64,7 +64,8 @@ fn deployment(i: usize, projects: usize) -> Request {
     }
 }
 
-async fn write_all(client: &Client, requests: Vec<Request>) -> anyhow::Result<()> {
+/// Proposes every request, `SUBMITTERS` at a time; fails on the first refusal.
+pub(crate) async fn write_all(client: &Client, requests: Vec<Request>) -> anyhow::Result<()> {
     let mut workers = tokio::task::JoinSet::new();
     let shared = std::sync::Arc::new(std::sync::Mutex::new(requests));
     for _ in 0..SUBMITTERS {

@@ -5,7 +5,7 @@
 
 use crate::cluster_service::ClusterApi;
 use crate::dispatcher::{session_start, Confirmer};
-use crate::proposer::ProposeError;
+use crate::proposer::{Pending, ProposeError};
 use crate::sessions::{Sessions, SESSION_QUEUE_MESSAGES_MAX};
 use cuttle_proto::v1::agent_message::Kind as In;
 use cuttle_proto::v1::agents_client::AgentsClient;
@@ -186,14 +186,40 @@ impl AgentApi {
                 )))
                 .await;
         });
-        // Reports are proposed one after the other, in the order the agent sent them.
+        // Reports are proposed in the order the agent sent them, without waiting for one to commit
+        // before proposing the next (the proposer keeps their order in the log), and acknowledged
+        // in that order once committed: a unit's output and its end ride the same Raft round.
         let (reports, mut report_rx) = mpsc::channel::<AgentMessage>(SESSION_REPORTS_MAX);
+        let (proposed, mut proposed_rx) = mpsc::channel::<(u64, Pending)>(SESSION_REPORTS_MAX);
         let me = self.clone();
         let reporter_name = name.clone();
         tokio::spawn(async move {
             while let Some(report) = report_rx.recv().await {
-                if !me.record(&reporter_name, id, report).await {
-                    me.sessions.detach(&reporter_name, id);
+                if !me.sessions.is_current(&reporter_name, id) {
+                    return;
+                }
+                let Some((report_id, request)) = me.request_of(&reporter_name, report) else {
+                    continue;
+                };
+                let pending = match me.api.proposer.submit(request).await {
+                    Ok(pending) => pending,
+                    Err(e) => {
+                        tracing::info!(agent = %reporter_name, error = %e, "report not recorded: closing the session");
+                        me.sessions.detach(&reporter_name, id);
+                        return;
+                    }
+                };
+                if proposed.send((report_id, pending)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let me = self.clone();
+        let acker_name = name.clone();
+        tokio::spawn(async move {
+            while let Some((report_id, pending)) = proposed_rx.recv().await {
+                if !me.acknowledge(&acker_name, id, report_id, pending).await {
+                    me.sessions.detach(&acker_name, id);
                     return;
                 }
             }
@@ -245,9 +271,16 @@ impl AgentApi {
         &self,
         request: Replicated,
     ) -> Result<Result<Vec<cuttle_raft::sched::Event>, cuttle_raft::sched::Rejection>, Status> {
-        match tokio::time::timeout(self.api.request_timeout, self.api.proposer.propose(request))
-            .await
-        {
+        self.outcome(self.api.proposer.submit(request).await).await
+    }
+
+    /// Waits for a submitted request's outcome, for at most the request timeout.
+    async fn outcome(
+        &self,
+        submitted: Result<Pending, ProposeError>,
+    ) -> Result<Result<Vec<cuttle_raft::sched::Event>, cuttle_raft::sched::Rejection>, Status> {
+        let pending = submitted.map_err(|e| Status::unavailable(e.to_string()))?;
+        match tokio::time::timeout(self.api.request_timeout, pending).await {
             Err(_) => Err(Status::unavailable(
                 "the cluster did not commit in time: retry",
             )),
@@ -259,10 +292,10 @@ impl AgentApi {
         }
     }
 
-    /// Proposes one report and acknowledges it; false when the session must end (the report is
-    /// kept by the agent and sent again after it re-attaches).
-    async fn record(&self, name: &str, id: u64, report: AgentMessage) -> bool {
-        let (report_id, request) = match report.kind {
+    /// The replicated request that records one report, with the report's id; `None` for a
+    /// message that is no report.
+    fn request_of(&self, name: &str, report: AgentMessage) -> Option<(u64, Replicated)> {
+        Some(match report.kind {
             Some(In::Started(s)) => (
                 s.report_id,
                 Command::UnitStarted {
@@ -307,9 +340,14 @@ impl AgentApi {
                         .collect(),
                 },
             ),
-            _ => return true,
-        };
-        match self.propose(request).await {
+            _ => return None,
+        })
+    }
+
+    /// Waits until one proposed report is committed and acknowledges it; false when the session
+    /// must end (the report is kept by the agent and sent again after it re-attaches).
+    async fn acknowledge(&self, name: &str, id: u64, report_id: u64, pending: Pending) -> bool {
+        match self.outcome(Ok(pending)).await {
             Ok(result) => {
                 if let Err(rejection) = result {
                     // Stale or duplicate reports are expected after a reconnect.

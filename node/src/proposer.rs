@@ -4,12 +4,18 @@
 //! would cost one fsync per command. The proposer keeps at most [`WRITES_IN_FLIGHT_MAX`] entries in
 //! flight and packs everything that queued meanwhile, up to [`BATCH_COMMANDS_MAX`] commands, into
 //! the next one: throughput grows with the number of clients.
+//!
+//! Order: commands reach the log in the order they were queued, within an entry and across the
+//! entries in flight (each entry is handed to openraft before the next is built). So a caller may
+//! queue several commands without waiting for the first to commit ([`Proposer::submit`]) and know
+//! that the log holds them in that order: an agent's `UnitStarted`, its output and its
+//! `UnitFinished` ride the same Raft round instead of three in a row.
 
 use cuttle_raft::cluster::types::BATCH_COMMANDS_MAX;
 use cuttle_raft::cluster::{Batch, NodeId, TypeConfig};
 use cuttle_raft::ledger::Request;
 use cuttle_raft::sched::{Event, Rejection};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
 use openraft::Raft;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -54,12 +60,37 @@ impl Proposer {
 
     /// Proposes one request and waits until it is applied.
     pub async fn propose(&self, request: impl Into<Request>) -> Result<Applied, ProposeError> {
+        self.submit(request).await?.await
+    }
+
+    /// Queues one request and returns as soon as it holds its place in the log order, with the
+    /// future of its outcome. Requests submitted one after the other by one caller reach the log
+    /// in that order, whether or not the caller awaited the earlier outcomes.
+    pub async fn submit(&self, request: impl Into<Request>) -> Result<Pending, ProposeError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send((request.into(), reply))
             .await
             .map_err(|_| ProposeError::Stopped)?;
-        answer.await.map_err(|_| ProposeError::Stopped)?
+        Ok(Pending { answer })
+    }
+}
+
+/// The outcome of a submitted request, once applied (or refused).
+pub struct Pending {
+    answer: oneshot::Receiver<Result<Applied, ProposeError>>,
+}
+
+impl std::future::Future for Pending {
+    type Output = Result<Applied, ProposeError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.answer)
+            .poll(cx)
+            .map(|answer| answer.map_err(|_| ProposeError::Stopped)?)
     }
 }
 
@@ -83,18 +114,29 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let (commands, replies): (Vec<Request>, Vec<Reply>) = batch.into_iter().unzip();
+        // Handed to RaftCore here, in queue order; only the wait for the outcome runs apart.
+        let sent = raft
+            .client_write_ff(Batch {
+                now_ms: clock_ms(),
+                commands,
+            })
+            .await;
+        let outcome = match sent {
+            Ok(outcome) => outcome,
+            Err(fatal) => {
+                let error = ProposeError::Raft(fatal.to_string());
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                continue;
+            }
+        };
         tokio::spawn(async move {
-            let (commands, replies): (Vec<Request>, Vec<Reply>) = batch.into_iter().unzip();
-            let result = raft
-                .client_write(Batch {
-                    now_ms: clock_ms(),
-                    commands,
-                })
-                .await;
+            let result = outcome.await;
             drop(permit);
             match result {
-                Ok(response) => {
+                Ok(Ok(response)) => {
                     let index = response.log_id.index;
                     assert_eq!(
                         response.data.results.len(),
@@ -105,15 +147,21 @@ async fn run(
                         let _ = reply.send(Ok((result, index)));
                     }
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     let error = match error {
-                        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                        ClientWriteError::ForwardToLeader(f) => {
                             ProposeError::NotLeader(f.leader_id)
                         }
                         other => ProposeError::Raft(other.to_string()),
                     };
                     for reply in replies {
                         let _ = reply.send(Err(error.clone()));
+                    }
+                }
+                Err(_) => {
+                    // RaftCore dropped the responder: it is shutting down.
+                    for reply in replies {
+                        let _ = reply.send(Err(ProposeError::Stopped));
                     }
                 }
             }

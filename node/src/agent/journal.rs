@@ -3,13 +3,17 @@
 //!
 //! # Format
 //!
-//! JSON Lines: one object per line, UTF-8, each line ending in `\n`. Every line is written with one
-//! `write_all` and then `sync_data` (fsync). A start is on disk *before* the script's process is
-//! spawned: that is what keeps a unit attempt from running twice across agent restarts. An end is
-//! written beside the report to the cluster, not before it, so that the fsync does not delay the
-//! target's hand-off to the next unit: an agent killed between the two restarts with the unit
-//! started and not ended, treats it as interrupted (journaling exit code -2) and reports an end
-//! the cluster ignores, as it already recorded the real one. Field names are stable (the chaos
+//! JSON Lines: one object per line, UTF-8, each line ending in `\n`, each written with one
+//! `write_all`. A start (and a refusal) is then made durable with `sync_data` (fsync) *before* the
+//! script's process is spawned: that is what keeps a unit attempt from running twice across agent
+//! restarts. `spawned` and `end` lines are written beside the work and not synced on their own
+//! (the next start's fsync, the kernel's writeback or the agent's stop makes them durable): a
+//! killed agent loses nothing it wrote (the page cache holds it), and a machine that crashes first
+//! restarts with the unit started and not ended, which is handled as below. Their fsyncs would
+//! otherwise hold the journal while the next unit's start waits to be journaled, and load the disk
+//! the servers' own log fsyncs share. An agent restarted with a unit started and not ended treats
+//! it as interrupted (journaling exit code -2) and reports an end the cluster ignores, as it
+//! already recorded the real one. Field names are stable (the chaos
 //! checker reads them); new fields may be added.
 //!
 //! | `event` | fields | written |
@@ -359,13 +363,36 @@ impl Journal {
         self.write_durably(&line)
     }
 
-    fn write_durably(&mut self, bytes: &[u8]) -> Result<(), JournalError> {
-        let io = |source| JournalError::Io {
+    /// Appends `record` as one line without an fsync of its own: it survives the agent's death
+    /// (the page cache holds it) and becomes durable with the next [`Journal::append`] or
+    /// [`Journal::sync`].
+    pub fn append_unsynced(&mut self, record: &Record) -> Result<(), JournalError> {
+        let mut line = serde_json::to_vec(record).expect("journal records always serialise");
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .map_err(|source| JournalError::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Makes every line written so far durable.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        self.file.sync_data().map_err(|source| JournalError::Io {
             path: self.path.clone(),
             source,
-        };
-        self.file.write_all(bytes).map_err(io)?;
-        self.file.sync_data().map_err(io)
+        })
+    }
+
+    fn write_durably(&mut self, bytes: &[u8]) -> Result<(), JournalError> {
+        self.file
+            .write_all(bytes)
+            .map_err(|source| JournalError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.sync()
     }
 
     /// The journal's file.
@@ -395,12 +422,30 @@ impl JournalHandle {
 
     /// Appends `record` durably.
     pub async fn append(&self, record: Record) -> Result<(), JournalError> {
+        self.with(move |journal| journal.append(&record)).await
+    }
+
+    /// Appends `record` without an fsync of its own ([`Journal::append_unsynced`]).
+    pub async fn append_unsynced(&self, record: Record) -> Result<(), JournalError> {
+        self.with(move |journal| journal.append_unsynced(&record))
+            .await
+    }
+
+    /// Makes every line written so far durable.
+    pub async fn sync(&self) -> Result<(), JournalError> {
+        self.with(Journal::sync).await
+    }
+
+    async fn with(
+        &self,
+        io: impl FnOnce(&mut Journal) -> Result<(), JournalError> + Send + 'static,
+    ) -> Result<(), JournalError> {
         let journal = self.0.clone();
         let done = tokio::task::spawn_blocking(move || {
             let mut journal = journal
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            journal.append(&record)
+            io(&mut journal)
         });
         match done.await {
             Ok(result) => result,

@@ -5,7 +5,7 @@
 //!
 //! # Map
 //! - [`fence`]: the fencing guard, pure: stale tokens, exclusivity and capacity, checked locally.
-//! - [`journal`]: the local journal (JSON lines, fsynced before each action) and its replay.
+//! - [`journal`]: the local journal (JSON lines; a start is fsynced before its process is spawned) and its replay.
 //! - [`script`]: what a script sees: its folder, `#{Name}` substitution, environment, masking.
 //! - [`runner`]: runs one unit: its process group, its output in batches, stopping it.
 //! - [`process`]: process groups: signalling them, recognising a crashed agent's leftovers.

@@ -67,9 +67,10 @@ pub(crate) struct Agent {
     /// Once shutting down and idle: when to give up on unacknowledged reports.
     flush_until: Option<Instant>,
     backoff: Backoff,
-    /// Journal records written beside the work rather than before it (`spawned`, `end`): awaited
-    /// before the agent stops, so that a clean stop leaves a complete journal.
-    journal_writes: tokio::task::JoinSet<()>,
+    /// The last of the journal records written beside the work rather than before it (`spawned`,
+    /// `end`; each write waits for the one before): awaited, and the journal synced, before the
+    /// agent stops, so that a clean stop leaves a complete and durable journal.
+    journal_writes: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Agent {
@@ -108,7 +109,7 @@ impl Agent {
             shutting_down: false,
             flush_until: None,
             backoff: Backoff::new(seed),
-            journal_writes: tokio::task::JoinSet::new(),
+            journal_writes: None,
         };
         (agent, events_rx)
     }
@@ -148,7 +149,12 @@ impl Agent {
                 break;
             }
         }
-        while self.journal_writes.join_next().await.is_some() {}
+        if let Some(last) = self.journal_writes.take() {
+            let _ = last.await;
+        }
+        if let Err(error) = self.journal.sync().await {
+            tracing::error!("{error}");
+        }
         tracing::info!(reports_unacknowledged = self.outbox.len(), "agent stopped");
         Ok(())
     }
@@ -312,15 +318,21 @@ impl Agent {
         }
     }
 
-    /// Appends `record` without waiting for it (see the callers for why that is safe).
+    /// Appends `record` without waiting for it and without an fsync of its own (see the callers
+    /// and the journal's format for why that is safe).
     fn journal_beside(&mut self, record: Record) {
-        while self.journal_writes.try_join_next().is_some() {}
         let journal = self.journal.clone();
-        self.journal_writes.spawn(async move {
-            if let Err(error) = journal.append(record).await {
+        // Each write waits for the one before, so that the lines keep their order (a fast script's
+        // `end` never lands before its `spawned`).
+        let previous = self.journal_writes.take();
+        self.journal_writes = Some(tokio::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            if let Err(error) = journal.append_unsynced(record).await {
                 tracing::error!("{error}");
             }
-        });
+        }));
     }
 
     async fn on_run(&mut self, run: RunUnit) {
@@ -467,8 +479,9 @@ impl Agent {
                         exit_code,
                         reason: reason.clone(),
                     };
-                    // The report does not wait for this fsync: it is the target's hand-off to the
-                    // next unit. If the agent dies before the record is durable, its restart finds
+                    // The report does not wait for this record, nor the record for an fsync: the
+                    // report is the target's hand-off to the next unit. If the machine dies before
+                    // the record is durable, the agent's restart finds
                     // the unit started and not ended, treats it as interrupted (its process group
                     // is gone) and reports an end the cluster ignores, having recorded this one;
                     // the start record, durable before the spawn, still keeps the unit from

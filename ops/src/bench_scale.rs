@@ -1,13 +1,16 @@
-//! `cuttle bench scale` (issue 7, scenario 3, in part): a three-node cluster with 200 projects'
-//! worth of targets (1,000 targets over 3 environments, each project's role on 5 of them) and a
-//! queue of 100,000 deployments. It measures the rate at which the queue grows, chunk by chunk
-//! (admission cost as the queue grows), each node's memory, the snapshot's size and its encode and
-//! restore times, and the time a killed follower takes from its restart to serving (applied up to
-//! the leader's log). Targets are registered directly (`UpsertTarget`), without agents: the units
-//! of admitted deployments stay dispatched, which is what a queue that long looks like (the agent
-//! lease is set to an hour so that the agent-less targets are not declared lost).
+//! `cuttle bench scale` (issue 7, scenario 3): a three-node cluster with 200 projects' worth of
+//! targets (1,000 targets over 3 environments, each project's role on 5 of them) and a queue of
+//! 100,000 deployments. It measures the rate at which the queue grows, chunk by chunk (admission
+//! cost as the queue grows), each node's memory, the snapshot's size and its encode and restore
+//! times, the time a killed follower takes from its restart to serving (applied up to the leader's
+//! log), and then the time to dispatch and run the whole queue once 1,000 light agents attach
+//! ([`crate::bench_light_agents`]: the real protocol, no scripts). While the queue is built the
+//! targets are registered directly (`UpsertTarget`), without agents: the units of admitted
+//! deployments stay dispatched, which is what a queue that long looks like (the agent lease is set
+//! to an hour so that the agent-less targets are not declared lost).
 
 use crate::bench::{BenchCommon, Cluster};
+use crate::bench_light_agents::{LightAgents, LightTarget};
 use anyhow::Context as _;
 use cuttle_node::client::Client;
 use cuttle_raft::ledger::{Request, TaskPayload};
@@ -19,6 +22,10 @@ const ENVIRONMENTS: [&str; 3] = ["Dev", "Test", "Production"];
 const AGENT_LEASE_MS: u64 = 3_600_000;
 /// Submissions in flight at once.
 const SUBMITTERS: usize = 32;
+/// Units one target runs at once.
+const TARGET_CAPACITY: u32 = 10;
+/// How often the dispatch phase reads the queue's length.
+const DISPATCH_POLL_MS: u64 = 500;
 
 /// The flags of `cuttle bench scale`.
 #[derive(clap::Args, Debug)]
@@ -35,6 +42,9 @@ pub struct ScaleBenchArgs {
     /// Chunks the queue is measured in.
     #[arg(long, default_value_t = 10)]
     pub chunks: usize,
+    /// How long the dispatch phase may take before the run fails, in seconds.
+    #[arg(long, default_value_t = 900)]
+    pub dispatch_timeout_s: u64,
     #[command(flatten)]
     pub common: BenchCommon,
 }
@@ -130,14 +140,23 @@ pub fn run(args: &ScaleBenchArgs) -> anyhow::Result<()> {
         let rss_before: Vec<f64> = (1..=3)
             .map(|id| cluster.pid(id).map_or(f64::NAN, rss_mib))
             .collect();
-        let targets = (0..args.targets)
-            .map(|k| {
+        let light: Vec<LightTarget> = (0..args.targets)
+            .map(|k| LightTarget {
+                name: format!("t{k:04}"),
+                environment: ENVIRONMENTS[k % ENVIRONMENTS.len()].into(),
+                role: format!("p{:03}", (k / ENVIRONMENTS.len()) % args.projects),
+                capacity: TARGET_CAPACITY,
+            })
+            .collect();
+        let targets = light
+            .iter()
+            .map(|t| {
                 Request::Core(Command::UpsertTarget(TargetSpec {
-                    name: format!("t{k:04}"),
-                    environments: vec![ENVIRONMENTS[k % ENVIRONMENTS.len()].into()],
-                    roles: vec![format!("p{:03}", (k / ENVIRONMENTS.len()) % args.projects)],
+                    name: t.name.clone(),
+                    environments: vec![t.environment.clone()],
+                    roles: vec![t.role.clone()],
                     tenants: Vec::new(),
-                    capacity: 10,
+                    capacity: t.capacity,
                 }))
             })
             .collect();
@@ -196,12 +215,13 @@ pub fn run(args: &ScaleBenchArgs) -> anyhow::Result<()> {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        let dispatch = dispatch_all(&cluster, &client, &light, args).await?;
         anyhow::Ok((
-            rates, summary, rss_before, rss_after, stats, stats_ms, serving_ms,
+            rates, summary, rss_before, rss_after, stats, stats_ms, serving_ms, dispatch,
         ))
     });
     let _ = std::fs::remove_dir_all(&root);
-    let (rates, summary, rss_before, rss_after, stats, stats_ms, serving_ms) = result?;
+    let (rates, summary, rss_before, rss_after, stats, stats_ms, serving_ms, dispatch) = result?;
     println!("| chunk (deployments queued before it) | deployments queued per second |");
     println!("|---:|---:|");
     let chunk = args.tasks / args.chunks;
@@ -230,13 +250,117 @@ pub fn run(args: &ScaleBenchArgs) -> anyhow::Result<()> {
         stats["encode_ms"].as_f64().unwrap_or(f64::NAN),
         stats["restore_ms"].as_f64().unwrap_or(f64::NAN)
     );
+    println!();
+    println!("| agents | attach s | deployments dispatched and run | units | first 10% s | all s | deployments/s | units/s | node RSS at the end MiB |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!(
+        "| {} | {:.1} | {} | {} | {:.1} | {:.1} | {:.0} | {:.0} | {} |",
+        dispatch.agents,
+        dispatch.attach_s,
+        dispatch.deployments,
+        dispatch.units_run,
+        dispatch.first_tenth_s,
+        dispatch.all_s,
+        dispatch.deployments as f64 / dispatch.all_s,
+        dispatch.units_run as f64 / dispatch.all_s,
+        dispatch
+            .rss_end_mib
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
     if let Some(path) = &args.common.json {
         let doc = serde_json::json!({
             "rates_per_s": rates, "summary": summary, "rss_before_mib": rss_before,
             "rss_after_mib": rss_after, "snapshot": stats, "restart_to_serving_ms": serving_ms,
+            "dispatch": {
+                "agents": dispatch.agents, "attach_s": dispatch.attach_s,
+                "deployments": dispatch.deployments, "first_tenth_s": dispatch.first_tenth_s,
+                "all_s": dispatch.all_s, "units_run": dispatch.units_run,
+                "rss_end_mib": dispatch.rss_end_mib,
+            },
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// What the dispatch phase measured.
+struct Dispatch {
+    agents: usize,
+    /// From the first agent's connection to the last one's Welcome.
+    attach_s: f64,
+    /// Deployments that were waiting (queued or dispatched) when the agents attached.
+    deployments: u64,
+    /// Until a tenth of them had ended.
+    first_tenth_s: f64,
+    /// Until every one had ended.
+    all_s: f64,
+    /// Units the agents ran (a deployment has one unit per target of its project's role in its
+    /// environment), each exactly once.
+    units_run: u64,
+    rss_end_mib: Vec<f64>,
+}
+
+/// Attaches a light agent per target and times the queue's way to empty; fails if a deployment
+/// does not succeed or a unit runs twice.
+async fn dispatch_all(
+    cluster: &Cluster,
+    client: &Client,
+    targets: &[LightTarget],
+    args: &ScaleBenchArgs,
+) -> anyhow::Result<Dispatch> {
+    let waiting = |summary: &serde_json::Value| {
+        summary["queued_tasks"].as_u64().unwrap_or(0)
+            + summary["running_tasks"].as_u64().unwrap_or(0)
+    };
+    let before = client.read("summary").await?;
+    let deployments = waiting(&before);
+    let started = Instant::now();
+    let mut agents = LightAgents::start(targets, &cluster.endpoints()).await?;
+    let attach_s = started.elapsed().as_secs_f64();
+    eprintln!("{} light agents attached in {attach_s:.1} s", targets.len());
+    let deadline = started + Duration::from_secs(args.dispatch_timeout_s);
+    let mut first_tenth_s = None;
+    let all_s = loop {
+        agents.check()?;
+        let summary = client.read("summary").await?;
+        let left = waiting(&summary);
+        let elapsed = started.elapsed().as_secs_f64();
+        if first_tenth_s.is_none() && left <= deployments - deployments / 10 {
+            first_tenth_s = Some(elapsed);
+        }
+        if left == 0 {
+            break elapsed;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{left} of {deployments} deployments still waiting after {} s",
+            args.dispatch_timeout_s
+        );
+        tokio::time::sleep(Duration::from_millis(DISPATCH_POLL_MS)).await;
+    };
+    let units_run = agents.ran.units();
+    let (duplicates, retries) = (agents.ran.duplicates(), agents.ran.retries());
+    let rss_end_mib = (1..=3)
+        .map(|id| cluster.pid(id).map_or(f64::NAN, rss_mib))
+        .collect();
+    agents.stop().await;
+    let summary = client.read("summary").await?;
+    eprintln!("dispatched and ran {deployments} deployments in {all_s:.1} s; summary {summary}");
+    anyhow::ensure!(
+        duplicates == 0 && retries == 0,
+        "{duplicates} units were sent twice and {retries} were run again after a failed attempt"
+    );
+    Ok(Dispatch {
+        agents: targets.len(),
+        attach_s,
+        deployments,
+        first_tenth_s: first_tenth_s.unwrap_or(all_s),
+        all_s,
+        units_run,
+        rss_end_mib,
+    })
 }

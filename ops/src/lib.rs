@@ -26,6 +26,7 @@ pub mod bench;
 pub mod bench_agents;
 pub mod bench_deploy;
 pub mod bench_etcd;
+pub mod bench_light_agents;
 pub mod bench_locks;
 pub mod bench_locks_report;
 pub mod bench_rush;

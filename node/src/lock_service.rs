@@ -124,6 +124,14 @@ impl LockApi {
         }
     }
 
+    fn is_queued(&self, request: u64) -> bool {
+        let applied = self.api.state.read().expect("state lock");
+        applied
+            .scheduler()
+            .client_lock(ReqId(request))
+            .is_some_and(|lock| lock.token.is_none())
+    }
+
     fn state_of(&self, request: u64) -> LockState {
         let applied = self.api.state.read().expect("state lock");
         lock_state(&applied, request)
@@ -179,15 +187,17 @@ impl Locks for LockApi {
         let mut applied = self.applied_index.clone();
         loop {
             applied.borrow_and_update();
-            let state = self.state_of(message.request);
-            if state.state != "queued" || !leads(&self.api.raft) {
-                return Ok(Response::new(state));
+            // Every applied entry wakes every waiter: look only at whether this request is still
+            // queued, and build its explanation (queue position, sentence) only to answer.
+            if !self.is_queued(message.request) || !leads(&self.api.raft) {
+                break;
             }
             match tokio::time::timeout_at(deadline, applied.changed()).await {
                 Ok(Ok(())) => continue,
-                _ => return Ok(Response::new(state)),
+                _ => break,
             }
         }
+        Ok(Response::new(self.state_of(message.request)))
     }
 
     async fn keep_alive(

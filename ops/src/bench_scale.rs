@@ -251,7 +251,9 @@ pub fn run(args: &ScaleBenchArgs) -> anyhow::Result<()> {
         stats["restore_ms"].as_f64().unwrap_or(f64::NAN)
     );
     println!();
-    println!("| agents | attach s | deployments dispatched and run | units | first 10% s | all s | deployments/s | units/s | node RSS at the end MiB |");
+    println!("Times from the first agent's connection: every agent welcomed, a tenth of the deployments ended, all ended.");
+    println!();
+    println!("| agents | all welcomed s | deployments dispatched and run | units | a tenth ended s | all ended s | deployments/s | units/s | node RSS at the end MiB |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     println!(
         "| {} | {:.1} | {} | {} | {:.1} | {:.1} | {:.0} | {:.0} | {} |",

@@ -24,6 +24,7 @@
 pub mod agent_cmd;
 pub mod bench;
 pub mod bench_agents;
+pub mod bench_all;
 pub mod bench_deploy;
 pub mod bench_etcd;
 pub mod bench_light_agents;

@@ -198,6 +198,9 @@ enum LockCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// The whole suite (locks beside etcd, deploy, rush, scale), one scenario after the other,
+    /// with the machine, the commands, the tables and the raw results written to one folder.
+    All(cuttle::bench_all::AllBenchArgs),
     /// Durable commits per second and latency with several client counts on a three-node loopback
     /// cluster, and leader failover time (kill -9 of the leader until the first successful write).
     Cluster(cuttle::bench::ClusterBenchArgs),
@@ -326,6 +329,9 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         },
+        Commands::Bench {
+            command: BenchCommand::All(args),
+        } => exit_with(cuttle::bench_all::run(&args).map(|()| ExitCode::SUCCESS)),
         Commands::Bench {
             command: BenchCommand::Scale(args),
         } => exit_with(cuttle::bench_scale::run(&args).map(|()| ExitCode::SUCCESS)),

@@ -168,3 +168,78 @@ async fn run(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::network::Network;
+    use cuttle_raft::cluster::{LogStore, StateMachine};
+    use cuttle_raft::sched::{Command, SettingsPatch};
+    use openraft::BasicNode;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    /// A one-node cluster on a temporary directory: the real log store, state machine and openraft.
+    async fn one_node(dir: &std::path::Path) -> Raft<TypeConfig> {
+        let sled_dir = dir.join("state");
+        let db = sled::Config::new().path(&sled_dir).open().unwrap();
+        let store = LogStore::open(&db, &sled_dir).unwrap();
+        let state_machine = StateMachine::open(&db, store.clone()).unwrap();
+        let config = NodeConfig::default();
+        let raft = Raft::new(
+            1,
+            Arc::new(config.raft_config().unwrap()),
+            Network { self_id: 1 },
+            store,
+            state_machine,
+        )
+        .await
+        .unwrap();
+        let members = BTreeMap::from([(
+            1,
+            BasicNode {
+                addr: "127.0.0.1:1".into(),
+            },
+        )]);
+        raft.initialize(members).await.unwrap();
+        raft.wait(Some(Duration::from_secs(10)))
+            .current_leader(1, "the only node leads")
+            .await
+            .unwrap();
+        raft
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_submitted_without_waiting_reach_the_log_in_submission_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft = one_node(dir.path()).await;
+        let proposer = Proposer::start(raft.clone(), || 1_000);
+        // More commands than one entry holds, none awaited before the next is submitted: they
+        // spread over several entries, several in flight at once.
+        let count = 3 * BATCH_COMMANDS_MAX as u32;
+        let mut pending = Vec::new();
+        for cap in 1..=count {
+            let patch = SettingsPatch {
+                task_cap: Some(cap),
+                ..SettingsPatch::default()
+            };
+            pending.push(proposer.submit(Command::SetSettings(patch)).await.unwrap());
+        }
+        let mut indexes = Vec::new();
+        for outcome in pending {
+            let (result, index) = outcome.await.unwrap();
+            assert!(result.is_ok(), "{result:?}");
+            indexes.push(index);
+        }
+        assert!(
+            indexes.windows(2).all(|pair| pair[0] <= pair[1]),
+            "log indexes out of submission order: {:?}",
+            indexes.windows(2).find(|pair| pair[0] > pair[1])
+        );
+        let mut entries = indexes.clone();
+        entries.dedup();
+        assert!(entries.len() >= 3, "one entry holds at most BATCH_COMMANDS_MAX commands");
+        raft.shutdown().await.unwrap();
+    }
+}

@@ -94,6 +94,7 @@ fn a_short_run_under_kills_pauses_and_partitions_keeps_every_property() {
         "exclusive-alone",
         "acknowledged-tasks-end",
         "agent-tokens-rise",
+        "locks-linearizable",
     ] {
         let checked = verdict(&verdicts, checker)["checked"].as_u64().unwrap_or(0);
         assert!(checked > 10, "{checker} checked something: {printed}");

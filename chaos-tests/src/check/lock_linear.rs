@@ -62,8 +62,10 @@ use super::{Findings, Verdict};
 use crate::history::{Edge, Event, OpPhase};
 use std::collections::BTreeMap;
 
-/// The search gives up on one lock after this many states.
-pub const MAX_STATES: usize = 2_000_000;
+/// The search gives up on one lock after this many states. Each state keeps a bitset of the
+/// lock's operations, so this bounds the memory too: a few hundred MB for a lock of 1,000
+/// operations.
+pub const MAX_STATES: usize = 1_000_000;
 
 /// An operation of the lock model; holders are numbered per lock.
 #[derive(Clone, Debug, PartialEq, Eq)]

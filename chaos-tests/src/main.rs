@@ -163,6 +163,9 @@ fn print_verdicts(verdicts: &[check::Verdict]) {
         for offender in v.offenders.iter().take(5) {
             println!("        {offender}");
         }
+        for note in &v.notes {
+            println!("        ({note})");
+        }
     }
 }
 

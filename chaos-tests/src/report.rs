@@ -250,6 +250,17 @@ fn verdict_table(verdicts: &[Verdict]) -> String {
                 r#"<tr><td></td><td colspan="4"><details open><summary>offenders</summary><ul>{items}</ul></details></td></tr>"#
             );
         }
+        if !v.notes.is_empty() {
+            let items: String = v
+                .notes
+                .iter()
+                .map(|o| format!("<li>{}</li>", escape(o)))
+                .collect();
+            let _ = write!(
+                html,
+                r#"<tr><td></td><td colspan="4"><details><summary>notes</summary><ul>{items}</ul></details></td></tr>"#
+            );
+        }
     }
     html.push_str("</table>");
     html

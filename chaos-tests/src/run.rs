@@ -193,6 +193,10 @@ pub fn run(config: &RunConfig, stop: Arc<AtomicBool>) -> Result<Outcome, RunErro
     );
     let dir = config.out.join(name);
     std::fs::create_dir_all(&dir).map_err(io("creating the run folder"))?;
+    // Absolute, because the unit scripts run in the agents' work directories and stamp into
+    // this folder: with a relative `--out` their stamps went nowhere and the stamp-based
+    // checkers passed with nothing checked.
+    let dir = std::fs::canonicalize(&dir).map_err(io("resolving the run folder"))?;
     let recorder = Recorder::default();
     let net = network(config)?;
     let partitions = net.can_partition();

@@ -367,7 +367,13 @@ impl Workload {
         } else {
             OpPhase::Info
         };
-        self.op(process, "lock", phase, None, &holder, &out.stderr);
+        // The lock linearizability check must know whether the release was confirmed; the
+        // detail is shortened, so put `cuttle`'s word for an unconfirmed one first.
+        let detail = match out.stderr.find("could not release") {
+            Some(at) => format!("{} | {}", &out.stderr[at..], out.stderr),
+            None => out.stderr.clone(),
+        };
+        self.op(process, "lock", phase, None, &holder, &detail);
     }
 
     /// Starts the client threads: `submitters` submitting, one cancelling, `lockers` contending.

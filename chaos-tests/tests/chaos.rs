@@ -1,6 +1,7 @@
 //! The harness end to end, as CI runs it: a short run under several nemeses must pass every
 //! checker, and the same harness against an agent with the deliberately broken switch
-//! (`CUTTLE_UNSAFE_TEST_FAULT=early-finish`) must fail the overlap checker. Run folders are kept
+//! (`CUTTLE_UNSAFE_TEST_FAULT=early-finish`) must fail the overlap checker, and the lock
+//! linearizability checker whenever the overlaps reached a lock of the cluster. Run folders are kept
 //! under the target directory's `tmp/chaos-runs/` for inspection.
 //!
 //! The two runs are serialised: each starts a whole cluster, and CI has two cores.
@@ -94,6 +95,7 @@ fn a_short_run_under_kills_pauses_and_partitions_keeps_every_property() {
         "exclusive-alone",
         "acknowledged-tasks-end",
         "agent-tokens-rise",
+        "locks-linearizable",
     ] {
         let checked = verdict(&verdicts, checker)["checked"].as_u64().unwrap_or(0);
         assert!(checked > 10, "{checker} checked something: {printed}");
@@ -126,4 +128,20 @@ fn the_overlap_checker_catches_an_agent_that_reports_units_finished_too_early() 
         offender.contains(" overlaps unit "),
         "names both runs: {offender}"
     );
+    // The broken agent frees zeta's `mig` permits early too. Whether its units happen to
+    // overlap more than two at once depends on the draw; when they did, a lock of the cluster
+    // had more holders than permits, and no linearization of its grants can exist.
+    let over_mig = verdict(&verdicts, "locks-within-capacity")["offenders"]
+        .as_array()
+        .is_some_and(|o| {
+            o.iter()
+                .any(|o| o.as_str().unwrap_or("").contains("lock mig (cluster)"))
+        });
+    if over_mig {
+        assert_eq!(
+            verdict(&verdicts, "locks-linearizable")["valid"],
+            false,
+            "{printed}"
+        );
+    }
 }

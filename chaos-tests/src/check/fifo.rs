@@ -3,7 +3,17 @@
 //! overtaking a waiting exclusive request (semantics U2), and every grant takes the next fencing
 //! token. So of two first attempts on one target of which at least one is exclusive, the older
 //! unit must carry the smaller token. Shared units may pass each other, so pairs of shared units
-//! are not compared; later attempts (after an agent was lost) are requested again and left out.
+//! are not compared.
+//!
+//! Every unit is a first attempt: the core creates each unit with attempt 1 and never dispatches
+//! it again (a unit whose agent is lost ends `TargetLost` and its task fails, semantics E4 and
+//! `raft/src/sched/units.rs`), so this compares every unit that ran. Should a later attempt ever
+//! appear, it is counted in a note and left out, because its place in the target's queue cannot
+//! be read from the history: it would re-enter the queue when the cluster declares the agent lost
+//! (a step no client or agent records), and the units it would have to be compared with enter the
+//! queue when their stage starts, which the history does not show either (a task may wait for its
+//! tag or the cap long after its submission was acknowledged). Tokens order grants, not
+//! requests, so they cannot stand in for either.
 
 use super::intervals::UnitRun;
 use super::{Findings, Verdict};
@@ -18,6 +28,12 @@ pub fn fifo_per_target(runs: &[UnitRun]) -> Verdict {
     let mut by_target: BTreeMap<&str, Vec<&UnitRun>> = BTreeMap::new();
     for run in runs.iter().filter(|r| r.attempt == 1) {
         by_target.entry(&run.target).or_default().push(run);
+    }
+    let later = runs.iter().filter(|r| r.attempt != 1).count();
+    if later > 0 {
+        findings.note(format!(
+            "{later} later attempts left out (the core makes none; their requests are not in the history)"
+        ));
     }
     for list in by_target.values_mut() {
         list.sort_by_key(|r| r.unit);
@@ -102,5 +118,11 @@ mod tests {
         assert!(verdict.offenders[0].contains("unit 1 "), "{verdict:?}");
         let overtaking = [run(1, 12, false), run(2, 11, true)];
         assert!(!fifo_per_target(&overtaking).valid);
+        // A later attempt is not compared, but it shows.
+        let mut again = run(1, 12, true);
+        again.attempt = 2;
+        let verdict = fifo_per_target(&[again, run(2, 11, false)]);
+        assert!(verdict.valid);
+        assert!(verdict.notes[0].contains("1 later attempts"), "{verdict:?}");
     }
 }

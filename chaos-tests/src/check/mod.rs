@@ -9,13 +9,17 @@
 //! - [`fencing`]: tokens rise strictly per lock as each agent saw them, and per named lock as its
 //!   holders saw them.
 //! - [`liveness`]: after the final heal, everything queued ended within the stated bound.
+//! - [`lock_linear`]: the named locks linearize as semaphores with rising tokens, checked with
+//!   the generic search of [`wgl`].
 
 pub mod fencing;
 pub mod fifo;
 pub mod intervals;
 pub mod liveness;
+pub mod lock_linear;
 pub mod lost;
 pub mod safety;
+pub mod wgl;
 
 use crate::history::Event;
 use serde::{Deserialize, Serialize};
@@ -37,6 +41,9 @@ pub struct Verdict {
     pub violations: usize,
     /// The first [`OFFENDERS_LISTED_MAX`] violations, each naming what broke the property.
     pub offenders: Vec<String>,
+    /// What the checker wants to say besides (for example the size of a search).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Collects violations for one verdict.
@@ -47,6 +54,7 @@ pub struct Findings {
     checked: usize,
     violations: usize,
     offenders: Vec<String>,
+    notes: Vec<String>,
 }
 
 impl Findings {
@@ -57,6 +65,7 @@ impl Findings {
             checked: 0,
             violations: 0,
             offenders: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -71,6 +80,13 @@ impl Findings {
         }
     }
 
+    /// Adds a note (at most [`OFFENDERS_LISTED_MAX`] are kept).
+    pub fn note(&mut self, what: String) {
+        if self.notes.len() < OFFENDERS_LISTED_MAX {
+            self.notes.push(what);
+        }
+    }
+
     pub fn verdict(self) -> Verdict {
         Verdict {
             checker: self.checker.to_string(),
@@ -79,6 +95,7 @@ impl Findings {
             checked: self.checked,
             violations: self.violations,
             offenders: self.offenders,
+            notes: self.notes,
         }
     }
 }
@@ -99,6 +116,7 @@ pub fn check_all(history: &[Event]) -> Vec<Verdict> {
         fencing::agent_tokens_rise(history),
         fencing::lock_tokens_rise(&holds),
         liveness::queued_work_ends(history),
+        lock_linear::locks_linearizable(history, &runs),
     ]
 }
 

@@ -5,9 +5,8 @@
 //!
 //! JSON Lines: one object per line, UTF-8, each line ending in `\n`, each written with one
 //! `write_all`. A start (and a refusal) is then made durable with `sync_data` (fsync) *before* the
-//! script runs: that is what keeps a unit attempt from running twice across agent restarts. (The
-//! unit's shell is spawned beside that fsync and waits at its start gate until it is done,
-//! `crate::agent::gate`; a shell whose start was never journaled exits before the script.) `spawned` and `end` lines are written beside the work and not synced on their own
+//! script's process is spawned: that is what keeps a unit attempt from running twice across agent
+//! restarts. `spawned` and `end` lines are written beside the work and not synced on their own
 //! (the next start's fsync, the kernel's writeback or the agent's stop makes them durable): a
 //! killed agent loses nothing it wrote (the page cache holds it), and a machine that crashes first
 //! restarts with the unit started and not ended, which is handled as below. Their fsyncs would
@@ -19,7 +18,7 @@
 //!
 //! | `event` | fields | written |
 //! |---|---|---|
-//! | `"start"` | `ts_ms`, unit fields | before the unit's script runs |
+//! | `"start"` | `ts_ms`, unit fields | before the unit's process is spawned |
 //! | `"spawned"` | `ts_ms`, `unit`, `attempt`, `pgid` | right after the spawn |
 //! | `"end"` | `ts_ms`, unit fields, `exit_code`, `reason` | when the unit ended, beside the report |
 //! | `"refused"` | `ts_ms`, unit fields, `reason` | when the fencing guard refused a unit |

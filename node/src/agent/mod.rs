@@ -5,8 +5,7 @@
 //!
 //! # Map
 //! - [`fence`]: the fencing guard, pure: stale tokens, exclusivity and capacity, checked locally.
-//! - [`journal`]: the local journal (JSON lines; a start is fsynced before its script runs) and its replay.
-//! - [`gate`]: a unit's shell starts beside the start's fsync and runs the script only after it.
+//! - [`journal`]: the local journal (JSON lines; a start is fsynced before its process is spawned) and its replay.
 //! - [`script`]: what a script sees: its folder, `#{Name}` substitution, environment, masking.
 //! - [`runner`]: runs one unit: its process group, its output in batches, stopping it.
 //! - [`process`]: process groups: signalling them, recognising a crashed agent's leftovers.
@@ -26,7 +25,6 @@
 
 pub mod connect;
 pub mod fence;
-pub mod gate;
 pub mod journal;
 pub mod lease;
 pub mod outbox;

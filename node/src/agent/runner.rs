@@ -3,8 +3,7 @@
 //!
 //! What the script sees (folder, substitution, environment) is decided in [`crate::agent::script`];
 //! this module runs `<shell> -c <script>` in its own process group, stdin from `/dev/null`, killed
-//! by the kernel if the agent dies (`PR_SET_PDEATHSIG`), behind the start gate of
-//! [`crate::agent::gate`]: the shell starts at once and runs the script once it is released.
+//! by the kernel if the agent dies (`PR_SET_PDEATHSIG`).
 //!
 //! # Stopping
 //!
@@ -12,7 +11,6 @@
 //! after the stop's grace. The exit code is the script's, or 128 + N when signal N ended it, or -1
 //! when it never started.
 
-use crate::agent::gate::{self, Pipe, Release};
 use crate::agent::process;
 use crate::agent::script::{self, Masker};
 use cuttle_proto::v1::{LogLine, LogStream, RunUnit};
@@ -79,15 +77,8 @@ pub struct Launched {
 }
 
 /// Starts units; the edge a simulator replaces. `Err` is the reason the unit could not start.
-/// The script runs only once `release` says so; refused, the unit ends with exit code -1 and the
-/// refusal as its reason.
 pub trait Launcher: Send + Sync {
-    fn launch(
-        &self,
-        run: RunUnit,
-        events: mpsc::Sender<RunnerEvent>,
-        release: Release,
-    ) -> Result<Launched, String>;
+    fn launch(&self, run: RunUnit, events: mpsc::Sender<RunnerEvent>) -> Result<Launched, String>;
 }
 
 /// Starts units as real processes.
@@ -105,13 +96,8 @@ impl ProcessLauncher {
 }
 
 impl Launcher for ProcessLauncher {
-    fn launch(
-        &self,
-        run: RunUnit,
-        events: mpsc::Sender<RunnerEvent>,
-        release: Release,
-    ) -> Result<Launched, String> {
-        launch_process(&self.config, run, events, release)
+    fn launch(&self, run: RunUnit, events: mpsc::Sender<RunnerEvent>) -> Result<Launched, String> {
+        launch_process(&self.config, run, events)
     }
 }
 
@@ -177,7 +163,6 @@ fn launch_process(
     config: &RunnerConfig,
     run: RunUnit,
     events: mpsc::Sender<RunnerEvent>,
-    release: Release,
 ) -> Result<Launched, String> {
     let (stop, stop_rx) = mpsc::unbounded_channel();
     match run.kind.as_str() {
@@ -190,11 +175,7 @@ fn launch_process(
             tokio::spawn(async move {
                 let (unit, attempt) = (run.unit, run.attempt);
                 let _ = events.send(RunnerEvent::Output { unit, attempt, lines }).await;
-                let (exit_code, reason) = match release.wait().await {
-                    Ok(()) => (0, String::new()),
-                    Err(reason) => (-1, reason),
-                };
-                let finished = RunnerEvent::Finished { unit, attempt, exit_code, reason };
+                let finished = RunnerEvent::Finished { unit, attempt, exit_code: 0, reason: String::new() };
                 let _ = events.send(finished).await;
             });
             return Ok(Launched { pgid: None, stop });
@@ -215,13 +196,10 @@ fn launch_process(
     })?;
     let values = script::variable_values(&run, &config.agent_name);
     let (text, unknown) = script::substitute(&run.script, &values);
-    let pipe = Pipe::new().map_err(|e| format!("the script could not start: no pipe: {e}"))?;
-    let mut command = command(config, &run, &text, &dir, pipe.read_fd());
+    let mut command = command(config, &run, &text, &dir);
     let mut child = command
         .spawn()
         .map_err(|e| format!("the script could not start: {}: {e}", config.shell))?;
-    let Pipe { read, write: gate } = pipe;
-    drop(read);
     let pgid = child
         .id()
         .map(|id| id as i32)
@@ -260,7 +238,7 @@ fn launch_process(
         early_finish(&mut supervised);
     }
     let limits = (run.timeout_ms, config.cancel_grace_ms);
-    tokio::spawn(supervised.run(child, (release, gate), line_rx, stop_rx, readers, limits));
+    tokio::spawn(supervised.run(child, line_rx, stop_rx, readers, limits));
     Ok(Launched {
         pgid: Some(pgid),
         stop,
@@ -313,12 +291,11 @@ fn command(
     run: &RunUnit,
     text: &str,
     dir: &Path,
-    gate_fd: std::os::fd::RawFd,
 ) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(&config.shell);
     command
         .arg("-c")
-        .arg(format!("{}{text}", gate::SCRIPT_PREFIX))
+        .arg(text)
         .current_dir(dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -343,7 +320,7 @@ fn command(
             if libc::getppid() != agent_pid {
                 return Err(std::io::Error::other("the agent exited during the spawn"));
             }
-            gate::install_in_child(gate_fd)
+            Ok(())
         });
     }
     command
@@ -422,17 +399,14 @@ impl Supervised {
     async fn run(
         mut self,
         mut child: tokio::process::Child,
-        (release, gate): (Release, std::fs::File),
         mut line_rx: mpsc::Receiver<LogLine>,
         mut stop_rx: mpsc::UnboundedReceiver<Stop>,
         readers: Vec<tokio::task::JoinHandle<()>>,
         (timeout_ms, cancel_grace_ms): (u64, u64),
     ) {
-        // The shell waits at the gate meanwhile; refused, it exits before the script's first line.
-        let not_released = release.pass_on(gate).await.err();
         let started = Instant::now();
         let timeout_at = (timeout_ms > 0).then(|| started + ms(timeout_ms));
-        let mut stop_reason: Option<String> = not_released.clone();
+        let mut stop_reason: Option<String> = None;
         let mut kill_at: Option<Instant> = None;
         let (mut lines_open, mut stops_open) = (true, true);
         let status = loop {
@@ -490,10 +464,9 @@ impl Supervised {
         for reader in readers {
             reader.abort();
         }
-        let (exit_code, reason) = match (not_released, status) {
-            (Some(reason), _) => (-1, reason),
-            (None, Ok(status)) => (exit_code(status), stop_reason.unwrap_or_default()),
-            (None, Err(error)) => (-1, format!("waiting for the script failed: {error}")),
+        let (exit_code, reason) = match status {
+            Ok(status) => (exit_code(status), stop_reason.unwrap_or_default()),
+            Err(error) => (-1, format!("waiting for the script failed: {error}")),
         };
         let mut end = format!("step {} ended with exit code {exit_code}", self.step);
         if !reason.is_empty() {

@@ -96,7 +96,7 @@ async fn run(config: RunnerConfig, run: RunUnit) -> Outcome {
     let (tx, mut rx) = mpsc::channel(64);
     let unit = run.unit;
     let launched = ProcessLauncher::new(config)
-        .launch(run, tx, Release::now())
+        .launch(run, tx)
         .expect("the unit starts");
     let outcome = finish(unit, &mut rx).await;
     drop(launched);
@@ -161,7 +161,7 @@ async fn a_shell_that_cannot_start_is_a_launch_error() {
     bad.shell = "/nonexistent/shell".into();
     let (tx, _rx) = mpsc::channel(4);
     let error = ProcessLauncher::new(bad)
-        .launch(unit("true"), tx, Release::now())
+        .launch(unit("true"), tx)
         .unwrap_err();
     assert!(
         error.starts_with("the script could not start: /nonexistent/shell:"),
@@ -171,7 +171,7 @@ async fn a_shell_that_cannot_start_is_a_launch_error() {
     let mut strange = unit("true");
     strange.kind = "teleport".into();
     let error = ProcessLauncher::new(config(dir.path()))
-        .launch(strange, tx, Release::now())
+        .launch(strange, tx)
         .unwrap_err();
     assert!(error.contains("unknown unit kind \"teleport\""), "{error}");
 }
@@ -205,9 +205,7 @@ async fn a_script_that_ignores_sigterm_is_killed_after_the_grace() {
     fast.cancel_grace_ms = 300;
     let (tx, mut rx) = mpsc::channel(64);
     let job = unit("trap 'echo got TERM' TERM; echo ready; while true; do sleep 0.05; done");
-    let launched = ProcessLauncher::new(fast)
-        .launch(job, tx, Release::now())
-        .unwrap();
+    let launched = ProcessLauncher::new(fast).launch(job, tx).unwrap();
     // Wait for the trap to be set before stopping.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -359,79 +357,4 @@ async fn an_acquire_unit_with_nothing_to_fetch_succeeds_at_once() {
     assert!(outcome
         .lines(LogStream::System)
         .contains(&"package shop-web: nothing to fetch".to_string()));
-}
-
-#[tokio::test]
-async fn a_script_waits_at_its_gate_until_released_and_keeps_its_line_numbers() {
-    let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("ran");
-    // Builtins only: without a gate the shell would run it to the end without ever sleeping.
-    let script = format!(
-        "echo \"line $LINENO\"; : > '{}'\n[ -e /proc/$$/fd/3 ] && echo 'fd 3 open' || echo 'fd 3 closed'\necho \"line $LINENO\"",
-        marker.display()
-    );
-    let (tx, mut rx) = mpsc::channel(64);
-    let (releaser, release) = Release::new();
-    let launched = ProcessLauncher::new(config(dir.path()))
-        .launch(unit(&script), tx, release)
-        .expect("the unit starts");
-    let pgid = launched.pgid.expect("a process was spawned");
-    // Wait until the shell has been exec'd and sleeps: at its gate, as nothing else in the script
-    // can sleep. Its script has not run.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let cmdline = std::fs::read(format!("/proc/{pgid}/cmdline")).unwrap_or_default();
-        let stat = std::fs::read_to_string(format!("/proc/{pgid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(") ")
-            .next()
-            .and_then(|rest| rest.chars().next());
-        if cmdline.starts_with(b"bash\0") && state == Some('S') {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the shell never blocked at its gate"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    assert!(!marker.exists(), "the script ran before its release");
-    releaser.send(Ok(())).unwrap();
-    let outcome = finish(7, &mut rx).await;
-    assert_eq!(outcome.exit_code, 0, "{outcome:?}");
-    assert!(marker.exists());
-    assert_eq!(
-        outcome.lines(LogStream::Stdout),
-        vec!["line 1", "fd 3 closed", "line 3"],
-        "the gate's prefix keeps the script's line numbers and closes fd 3"
-    );
-}
-
-#[tokio::test]
-async fn a_refused_or_abandoned_gate_never_runs_the_script() {
-    for refuse in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let marker = dir.path().join("ran");
-        let (tx, mut rx) = mpsc::channel(64);
-        let (releaser, release) = Release::new();
-        let _launched = ProcessLauncher::new(config(dir.path()))
-            .launch(unit(&format!("touch '{}'", marker.display())), tx, release)
-            .expect("the unit starts");
-        if refuse {
-            releaser
-                .send(Err("not started: the journal is full".into()))
-                .unwrap();
-        } else {
-            drop(releaser);
-        }
-        let outcome = finish(7, &mut rx).await;
-        assert_eq!(outcome.exit_code, -1, "{outcome:?}");
-        let expected = if refuse {
-            "not started: the journal is full"
-        } else {
-            "not started: the agent stopped before the unit's start was journaled"
-        };
-        assert_eq!(outcome.reason, expected);
-        assert!(!marker.exists(), "a refused script ran");
-    }
 }

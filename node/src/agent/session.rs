@@ -10,7 +10,6 @@
 
 use crate::agent::connect::{attach, Backoff, NEXT_ENDPOINT_MS};
 use crate::agent::fence::{Admission, Fence, FenceInput};
-use crate::agent::gate::Release;
 use crate::agent::journal::{JournalHandle, Record, Replay, UnitRecord};
 use crate::agent::lease::Lease;
 use crate::agent::outbox::{Outbox, Report};
@@ -379,47 +378,38 @@ impl Agent {
             ts_ms: self.clock.wall_ms(),
             unit: record.clone(),
         };
-        // The shell starts now and waits at its gate while the start is journaled: the fork, the
-        // exec and the shell's start-up overlap the fsync, and the script runs only once the
-        // start is durable (`gate`).
-        let (releaser, release) = Release::new();
-        let launched = match self.launcher.launch(run, self.events_tx.clone(), release) {
-            Ok(launched) => launched,
-            Err(reason) => {
-                // Nothing ran and nothing was journaled.
-                self.fail_start(record, reason, false).await;
-                return;
-            }
-        };
         if let Err(error) = self.journal.append(start).await {
-            // Unjournaled, a restarted agent could neither kill it nor remember its token: the
-            // script never runs, and the runner ends the unit with this reason.
-            let _ = releaser.send(Err(format!("not started: {error}")));
-            tracing::error!(unit, attempt, "{error}");
+            // Unjournaled, a restarted agent could neither kill it nor remember its token.
+            let reason = format!("not started: {error}");
+            self.fail_start(record, reason, false).await;
             return;
         }
-        let _ = releaser.send(Ok(()));
-        if let Some(pgid) = launched.pgid {
-            let spawned = Record::Spawned {
-                ts_ms: self.clock.wall_ms(),
-                unit,
-                attempt,
-                pgid,
-            };
-            // Not awaited: the script already runs, and the session goes on to the next
-            // message. Should the agent die first, its restart finds the unit's process
-            // groups by their environment instead (`process::unit_groups`).
-            self.journal_beside(spawned);
+        match self.launcher.launch(run, self.events_tx.clone()) {
+            Ok(launched) => {
+                if let Some(pgid) = launched.pgid {
+                    let spawned = Record::Spawned {
+                        ts_ms: self.clock.wall_ms(),
+                        unit,
+                        attempt,
+                        pgid,
+                    };
+                    // Not awaited: the script already runs, and the session goes on to the next
+                    // message. Should the agent die first, its restart finds the unit's process
+                    // groups by their environment instead (`process::unit_groups`).
+                    self.journal_beside(spawned);
+                }
+                self.outbox
+                    .push(Report::Started { unit, attempt }, self.clock.wall_ms());
+                self.running.insert(
+                    (unit, attempt),
+                    Running {
+                        record,
+                        stop: launched.stop,
+                    },
+                );
+            }
+            Err(reason) => self.fail_start(record, reason, true).await,
         }
-        self.outbox
-            .push(Report::Started { unit, attempt }, self.clock.wall_ms());
-        self.running.insert(
-            (unit, attempt),
-            Running {
-                record,
-                stop: launched.stop,
-            },
-        );
     }
 
     /// A unit the guard admitted could not start: it ends at once with exit code -1.
@@ -494,7 +484,7 @@ impl Agent {
                     // the record is durable, the agent's restart finds
                     // the unit started and not ended, treats it as interrupted (its process group
                     // is gone) and reports an end the cluster ignores, having recorded this one;
-                    // the start record, durable before the script ran, still keeps the unit from
+                    // the start record, durable before the spawn, still keeps the unit from
                     // running twice.
                     self.journal_beside(end);
                 }

@@ -210,6 +210,102 @@ impl NameIndex {
     }
 }
 
+/// The default concurrency tag of a (project, environment, tenant), by their symbols: a cache
+/// that spares a submission building the tag's text and looking it up by name. Open addressing
+/// with the key in the slot, so a lookup reads one slot (and the next ones on a collision), never
+/// a name's text. Like [`NameIndex`] it only says which symbol a tag already has: an entry is
+/// added after the tag is interned by its text, nothing is ever removed (symbols are never freed),
+/// and a restored state starts with it empty and fills it as tasks are submitted. It is never
+/// iterated, compared or serialised.
+#[derive(Clone, Default)]
+pub(crate) struct TagIndex {
+    slots: Vec<TagSlot>,
+    len: usize,
+}
+
+/// `tag` is [`TagSlot::EMPTY`] in an empty slot; `tenant` is `u32::MAX` for no tenant.
+#[derive(Clone, Copy)]
+struct TagSlot {
+    project: u32,
+    environment: u32,
+    tenant: u32,
+    tag: u32,
+}
+
+impl TagSlot {
+    const EMPTY: u32 = u32::MAX;
+    const VACANT: TagSlot = TagSlot {
+        project: 0,
+        environment: 0,
+        tenant: 0,
+        tag: TagSlot::EMPTY,
+    };
+}
+
+fn tag_key(project: Sym, environment: Sym, tenant: Option<Sym>) -> (u32, u32, u32, u32) {
+    let tenant = tenant.map_or(u32::MAX, |t| t.0);
+    let hash = Hasher::new(0x7467)
+        .word(u64::from(project.0) << 32 | u64::from(environment.0))
+        .word(u64::from(tenant))
+        .finish();
+    (hash, project.0, environment.0, tenant)
+}
+
+impl TagIndex {
+    /// The default tag of this project, environment and tenant, if it was recorded.
+    #[inline]
+    pub(crate) fn find(&self, project: Sym, environment: Sym, tenant: Option<Sym>) -> Option<Sym> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let (hash, p, e, t) = tag_key(project, environment, tenant);
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = self.slots[i];
+            if slot.tag == TagSlot::EMPTY {
+                return None;
+            }
+            if slot.project == p && slot.environment == e && slot.tenant == t {
+                return Some(Sym(slot.tag));
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Records the default tag of a project, environment and tenant not recorded yet.
+    pub(crate) fn insert(&mut self, project: Sym, environment: Sym, tenant: Option<Sym>, tag: Sym) {
+        debug_assert!(self.find(project, environment, tenant).is_none());
+        assert!(tag.0 != TagSlot::EMPTY, "symbols stay below u32::MAX");
+        let needed = ((self.len + 1) * 8).div_ceil(7).max(16).next_power_of_two();
+        if needed > self.slots.len() {
+            let old = std::mem::replace(&mut self.slots, vec![TagSlot::VACANT; needed]);
+            for slot in old.into_iter().filter(|s| s.tag != TagSlot::EMPTY) {
+                self.place(slot);
+            }
+        }
+        let (_, p, e, t) = tag_key(project, environment, tenant);
+        self.place(TagSlot {
+            project: p,
+            environment: e,
+            tenant: t,
+            tag: tag.0,
+        });
+        self.len += 1;
+    }
+
+    fn place(&mut self, slot: TagSlot) {
+        let tenant = (slot.tenant != u32::MAX).then_some(Sym(slot.tenant));
+        let (hash, ..) = tag_key(Sym(slot.project), Sym(slot.environment), tenant);
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        while self.slots[i].tag != TagSlot::EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = slot;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +331,26 @@ mod tests {
         assert_eq!(built.find(&names, "project-50000/env-1"), None);
         assert_eq!(index.find(&names, ""), None);
         assert_ne!(hash_name("a"), hash_name("a\0"));
+    }
+
+    #[test]
+    fn tag_index_finds_what_was_recorded() {
+        let mut index = TagIndex::default();
+        assert_eq!(index.find(Sym(1), Sym(2), None), None);
+        for p in 0..3_000u32 {
+            let tenant = (p % 3 == 0).then_some(Sym(p / 3));
+            index.insert(Sym(p), Sym(p % 10), tenant, Sym(100_000 + p));
+        }
+        for p in 0..3_000u32 {
+            let tenant = (p % 3 == 0).then_some(Sym(p / 3));
+            assert_eq!(
+                index.find(Sym(p), Sym(p % 10), tenant),
+                Some(Sym(100_000 + p))
+            );
+            assert_eq!(index.find(Sym(p), Sym(p % 10 + 1), tenant), None);
+            let other = if tenant.is_some() { None } else { Some(Sym(0)) };
+            assert_eq!(index.find(Sym(p), Sym(p % 10), other), None);
+        }
     }
 
     /// Removal keeps every other id findable, with hashes chosen to collide a lot.

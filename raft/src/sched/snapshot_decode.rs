@@ -424,7 +424,7 @@ impl<'a> In<'a> {
         let mut tasks = DenseMap::new();
         for _ in 0..len {
             let id = TaskId(self.u64()?);
-            tasks.insert(id, Box::new(self.task()?));
+            tasks.insert(id, self.task()?);
         }
         let units = self.serde()?;
         let (len, _) = self.len()?;

@@ -256,9 +256,10 @@ pub struct Scheduler<L = FifoLockTable> {
     pub(crate) processes: DenseMap<u32, Process>,
     pub(crate) process_ids: ProcessIds,
     pub(crate) next_process: u32,
-    /// Tasks by id, boxed so that an id whose neighbours are gone keeps only a pointer's worth of
-    /// its page alive (see [`DenseMap`]).
-    pub(crate) tasks: DenseMap<TaskId, Box<Task>>,
+    /// Tasks by id, inline in their pages (see [`DenseMap`]): admitting or forgetting a task
+    /// touches its page slot and nothing else of the map, and a task costs no allocation of its
+    /// own. An id whose neighbours are gone keeps its page (64 tasks' worth) alive until it goes.
+    pub(crate) tasks: DenseMap<TaskId, Task>,
     pub(crate) units: DenseMap<UnitId, Unit>,
     pub(crate) owners: DenseMap<ReqId, Owner>,
     pub(crate) client_locks: BTreeMap<ReqId, ClientLock>,
@@ -401,12 +402,12 @@ impl<L: LockTable> Scheduler<L> {
 
     /// A task.
     pub fn task(&self, id: TaskId) -> Option<&Task> {
-        self.tasks.get(&id).map(|t| &**t)
+        self.tasks.get(&id)
     }
 
     /// All tasks the state remembers, by id.
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
-        self.tasks.values().map(|t| &**t)
+        self.tasks.values()
     }
 
     /// A unit.
@@ -482,8 +483,7 @@ pub(crate) fn check_name_at(name: &str, field: impl FnOnce() -> String) -> Resul
             name.len(),
             crate::sched::ids::NAME_BYTES_MAX
         )
-    } else if !name.bytes().all(|b| (0x20..0x7f).contains(&b)) && name.chars().any(char::is_control)
-    {
+    } else if !printable_ascii(name.as_bytes()) && name.chars().any(char::is_control) {
         "contains a control character; use printable characters".to_string()
     } else {
         return Ok(());
@@ -492,4 +492,18 @@ pub(crate) fn check_name_at(name: &str, field: impl FnOnce() -> String) -> Resul
         field: field(),
         problem: format!("{name:?} {problem}"),
     })
+}
+
+/// Whether every byte is printable ASCII (0x20 to 0x7e), 16 bytes at a time without branching
+/// inside a block.
+#[inline]
+fn printable_ascii(bytes: &[u8]) -> bool {
+    let outside = |b: &u8| u8::from(!(0x20..0x7f).contains(b));
+    let mut blocks = bytes.chunks_exact(16);
+    for block in &mut blocks {
+        if block.iter().map(outside).fold(0, |a, b| a | b) != 0 {
+            return false;
+        }
+    }
+    blocks.remainder().iter().map(outside).fold(0, |a, b| a | b) == 0
 }

@@ -16,7 +16,7 @@ use crate::sched::processes::StepKey;
 use crate::sched::state::{
     Bypass, NamedLockUse, Owner, Phase, Process, Scheduler, Step, StepLock, Task, Unit, UnitState,
 };
-use crate::sched::validate::{default_tag, invalid, validate_spec};
+use crate::sched::validate::{default_tag_of, invalid, validate_spec};
 
 /// Removes repeats from a sorted slice, keeping the first of each; returns the new length.
 fn dedup_sorted(items: &mut [Sym]) -> usize {
@@ -82,14 +82,30 @@ impl<L: LockTable> Scheduler<L> {
         self.check_step_lock_capacities(&spec)?;
         // Validated: from here on nothing fails. Names are interned in a fixed order (project,
         // environment, tenant, tag, bypass, steps), which numbers new symbols.
-        let tag_name = match spec.concurrency_tag {
-            Some(tag) => tag,
-            None => default_tag(&spec),
-        };
         let project = self.symbols.intern_owned(spec.project);
         let environment = self.symbols.intern_owned(spec.environment);
         let tenant = spec.tenant.map(|t| self.symbols.intern_owned(t));
-        let tag = self.symbols.intern_owned(tag_name);
+        let tag = match spec.concurrency_tag {
+            Some(tag) => self.symbols.intern_owned(tag),
+            // Found by the three symbols when a task of the same deployment was submitted before
+            // (since the state was built or restored); else built from their text and recorded.
+            // The same symbol either way.
+            None => match self.symbols.default_tag(project, environment, tenant) {
+                Some(tag) => tag,
+                None => {
+                    let symbols = &self.symbols;
+                    let name = default_tag_of(
+                        tenant.map(|t| symbols.name(t)),
+                        symbols.name(project),
+                        symbols.name(environment),
+                    );
+                    let tag = self.symbols.intern_owned(name);
+                    self.symbols
+                        .record_default_tag(project, environment, tenant, tag);
+                    tag
+                }
+            },
+        };
         let bypass = Bypass {
             default: spec.bypass.default,
             roles: spec
@@ -170,7 +186,7 @@ impl<L: LockTable> Scheduler<L> {
         } else {
             &with_targets[..]
         };
-        self.tasks.insert(id, Box::new(task));
+        self.tasks.insert(id, task);
         self.queued_tasks += 1;
         self.locks.request(request, claims);
         events.push(Event::TaskQueued { task: id });

@@ -257,6 +257,26 @@ impl<K: DenseKey, V> DenseMap<K, V> {
         Some(old)
     }
 
+    /// Removes the value of an id and drops it where it lies (unlike [`DenseMap::remove`], which
+    /// moves it out first: for a large value that reads all of it); returns whether there was one.
+    pub(crate) fn delete(&mut self, key: &K) -> bool {
+        let (number, slot) = split(key.index());
+        let Some(page) = self.page_mut(number) else {
+            return false;
+        };
+        if page.slots[slot].is_none() {
+            return false;
+        }
+        page.slots[slot] = None;
+        page.live -= 1;
+        let emptied = page.live == 0;
+        self.len -= 1;
+        if emptied {
+            self.drop_page(number);
+        }
+        true
+    }
+
     #[inline(never)]
     fn drop_page(&mut self, number: u64) {
         let page = match number.checked_sub(self.base) {

@@ -494,16 +494,49 @@ pub(crate) fn check_name_at(name: &str, field: impl FnOnce() -> String) -> Resul
     })
 }
 
-/// Whether every byte is printable ASCII (0x20 to 0x7e), 16 bytes at a time without branching
-/// inside a block.
+/// Whether every byte is printable ASCII (0x20 to 0x7e), eight bytes at a time: a byte is below
+/// 0x20 when subtracting 0x20 borrows into its top bit while its own top bit is clear, and above
+/// 0x7e when adding 1 carries into its top bit or its top bit is set (the exact word tests of
+/// "Bit Twiddling Hacks", `hasless` and `hasmore`). Padding bytes are 'A'.
 #[inline]
 fn printable_ascii(bytes: &[u8]) -> bool {
-    let outside = |b: &u8| u8::from(!(0x20..0x7f).contains(b));
-    let mut blocks = bytes.chunks_exact(16);
-    for block in &mut blocks {
-        if block.iter().map(outside).fold(0, |a, b| a | b) != 0 {
-            return false;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let bad = |w: u64| (w.wrapping_sub(ONES * 0x20) & !w) | (w.wrapping_add(ONES) | w);
+    let mut words = bytes.chunks_exact(8);
+    let mut any = 0u64;
+    for word in &mut words {
+        any |= bad(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut word = [b'A'; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        any |= bad(u64::from_le_bytes(word));
+    }
+    any & HIGH == 0
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable_ascii;
+
+    #[test]
+    fn printable_ascii_agrees_with_a_byte_loop() {
+        let slow = |b: &[u8]| b.iter().all(|c| (0x20..0x7f).contains(c));
+        for len in 0..20 {
+            for bad in 0..=255u8 {
+                for at in 0..len.max(1) {
+                    let mut bytes = vec![b'a'; len];
+                    if len > 0 {
+                        bytes[at] = bad;
+                    }
+                    assert_eq!(printable_ascii(&bytes), slow(&bytes), "{bytes:?}");
+                }
+            }
+        }
+        for c in 0x20..0x7fu8 {
+            assert!(printable_ascii(&[c; 11]));
         }
     }
-    blocks.remainder().iter().map(outside).fold(0, |a, b| a | b) == 0
 }

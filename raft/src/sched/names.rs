@@ -1,6 +1,6 @@
-//! Hash indexes for lookups only: [`NameIndex`] finds the symbol of a name, for
-//! [`crate::sched::ids::Symbols`]; [`HashIndex`] is the table under it, also used to find a process
-//! by its steps.
+//! Hash indexes for lookups only: [`NameIndex`] finds the symbol of a name and [`TagIndex`] the
+//! default concurrency tag of a deployment, for [`crate::sched::ids::Symbols`]; [`HashIndex`] finds
+//! a process by its steps.
 //!
 //! A [`HashIndex`] is an open-addressing hash table (linear probing, power-of-two size, at most 7/8
 //! full) whose slots hold a 32-bit id and the 32-bit hash of what it names; the thing named stays
@@ -149,64 +149,142 @@ impl HashIndex {
     }
 }
 
-impl HashIndex {
-    /// An index of `count` ids with the given hashes (`hash(id)` for each id below `count`), built
-    /// in the order of the slots the ids land in, so that filling a large table writes memory in
-    /// order rather than at random: much faster than inserting one by one when restoring millions.
-    pub(crate) fn build(count: usize, hash: impl Fn(u32) -> u32) -> HashIndex {
-        let mut index = HashIndex::default();
-        index.reserve(count);
+/// Symbols by name, over the list of names that `Symbols` keeps. A slot holds the symbol, the
+/// name's hash and, for a name of up to [`INLINE_NAME`] bytes (most names), its text: such a name
+/// is found by reading its slot alone, without following the symbol to its text elsewhere in
+/// memory (a miss for a name last used long ago). Longer names are compared with their text in
+/// `names`.
+#[derive(Clone, Default)]
+pub(crate) struct NameIndex {
+    slots: Vec<NameSlot>,
+    len: usize,
+}
+
+/// Names of up to this many bytes are kept in their slot.
+const INLINE_NAME: usize = 23;
+/// `NameSlot::len` of a name longer than [`INLINE_NAME`].
+const LONG_NAME: u8 = u8::MAX;
+
+/// 32 bytes, two to a cache line.
+#[derive(Clone, Copy)]
+struct NameSlot {
+    /// The symbol plus one; 0 is an empty slot.
+    id: u32,
+    hash: u32,
+    /// The length of an inline name, or [`LONG_NAME`].
+    len: u8,
+    text: [u8; INLINE_NAME],
+}
+
+impl NameSlot {
+    const EMPTY: NameSlot = NameSlot {
+        id: 0,
+        hash: 0,
+        len: 0,
+        text: [0; INLINE_NAME],
+    };
+
+    fn new(sym: u32, hash: u32, name: &str) -> NameSlot {
+        let mut slot = NameSlot {
+            id: sym + 1,
+            hash,
+            len: LONG_NAME,
+            text: [0; INLINE_NAME],
+        };
+        if name.len() <= INLINE_NAME {
+            slot.len = name.len() as u8;
+            slot.text[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        slot
+    }
+}
+
+impl NameIndex {
+    /// The symbol whose name in `names` is `name`.
+    #[inline]
+    pub(crate) fn find(&self, names: &[Box<str>], name: &str) -> Option<Sym> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let hash = hash_name(name);
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = &self.slots[i];
+            if slot.id == 0 {
+                return None;
+            }
+            if slot.hash == hash {
+                let same = if slot.len == LONG_NAME {
+                    name.len() > INLINE_NAME && *names[slot.id as usize - 1] == *name
+                } else {
+                    usize::from(slot.len) == name.len()
+                        && slot.text[..name.len()] == *name.as_bytes()
+                };
+                if same {
+                    return Some(Sym(slot.id - 1));
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Indexes `sym`, whose name `names[sym]` is not indexed yet.
+    pub(crate) fn insert(&mut self, names: &[Box<str>], sym: Sym) {
+        let name = &names[sym.0 as usize];
+        self.reserve(self.len + 1);
+        self.place(NameSlot::new(sym.0, hash_name(name), name));
+        self.len += 1;
+    }
+
+    fn reserve(&mut self, total: usize) {
+        let needed = (total * 8).div_ceil(7).max(16).next_power_of_two();
+        if needed <= self.slots.len() {
+            return;
+        }
+        let old = std::mem::replace(&mut self.slots, vec![NameSlot::EMPTY; needed]);
+        for slot in old.into_iter().filter(|s| s.id != 0) {
+            self.place(slot);
+        }
+    }
+
+    fn place(&mut self, slot: NameSlot) {
+        let mask = self.slots.len() - 1;
+        let mut i = slot.hash as usize & mask;
+        while self.slots[i].id != 0 {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = slot;
+    }
+
+    /// The index of every name in `names`, placed in the order of the slots the names land in
+    /// (a counting sort on the top bits of their home slot), so that building a large index
+    /// writes memory in order rather than at random.
+    pub(crate) fn build(names: &[Box<str>]) -> NameIndex {
+        let mut index = NameIndex::default();
+        index.reserve(names.len());
         let mask = index.slots.len() - 1;
-        let bits = mask.count_ones();
-        // Group the ids by the top bits of their home slot (a counting sort), then place them.
-        let shift = bits.saturating_sub(16);
+        let shift = mask.count_ones().saturating_sub(16);
+        let hashes: Vec<u32> = names.iter().map(|n| hash_name(n)).collect();
         let mut counts = vec![0u32; (mask >> shift) + 2];
-        let hashes: Vec<u32> = (0..count as u32).map(&hash).collect();
         for h in &hashes {
             counts[((*h as usize & mask) >> shift) + 1] += 1;
         }
         for i in 1..counts.len() {
             counts[i] += counts[i - 1];
         }
-        let mut order = vec![0u32; count];
+        let mut order = vec![0u32; names.len()];
         for (id, h) in hashes.iter().enumerate() {
             let group = (*h as usize & mask) >> shift;
             order[counts[group] as usize] = id as u32;
             counts[group] += 1;
         }
         for id in order {
-            index.place(Slot {
-                hash: hashes[id as usize],
-                id: id + 1,
-            });
+            let i = id as usize;
+            index.place(NameSlot::new(id, hashes[i], &names[i]));
         }
-        index.len = count;
+        index.len = names.len();
         index
-    }
-}
-
-/// Symbols by name, over the list of names that `Symbols` keeps.
-#[derive(Clone, Default)]
-pub(crate) struct NameIndex(HashIndex);
-
-impl NameIndex {
-    /// The symbol whose name in `names` is `name`.
-    pub(crate) fn find(&self, names: &[Box<str>], name: &str) -> Option<Sym> {
-        self.0
-            .find(hash_name(name), |id| *names[id as usize] == *name)
-            .map(Sym)
-    }
-
-    /// Indexes `sym`, whose name `names[sym]` is not indexed yet.
-    pub(crate) fn insert(&mut self, names: &[Box<str>], sym: Sym) {
-        self.0.insert(hash_name(&names[sym.0 as usize]), sym.0);
-    }
-
-    /// The index of every name in `names`.
-    pub(crate) fn build(names: &[Box<str>]) -> NameIndex {
-        NameIndex(HashIndex::build(names.len(), |id| {
-            hash_name(&names[id as usize])
-        }))
     }
 }
 
@@ -330,6 +408,21 @@ mod tests {
         }
         assert_eq!(built.find(&names, "project-50000/env-1"), None);
         assert_eq!(index.find(&names, ""), None);
+        // Long names (compared with their text) beside short ones (compared in the slot).
+        let mut names = names;
+        let mut index = built;
+        for i in 0..2_000 {
+            names.push(format!("a-long-name-of-more-than-23-bytes-{i}").into());
+            index.insert(&names, Sym(names.len() as u32 - 1));
+        }
+        for (sym, name) in names.iter().enumerate() {
+            assert_eq!(index.find(&names, name), Some(Sym(sym as u32)));
+        }
+        assert_eq!(
+            index.find(&names, "a-long-name-of-more-than-23-bytes-x"),
+            None
+        );
+        assert_eq!(index.find(&names, "exactly-23-bytes-long-n"), None);
         assert_ne!(hash_name("a"), hash_name("a\0"));
     }
 

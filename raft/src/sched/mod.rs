@@ -65,6 +65,7 @@ pub mod explain;
 pub mod ids;
 pub mod lock;
 mod names;
+mod plans;
 mod processes;
 #[cfg(test)]
 mod random_state;

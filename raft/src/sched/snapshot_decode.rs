@@ -459,6 +459,7 @@ impl<'a> In<'a> {
             queued_tasks: self.u32()?,
             running_tasks: self.u32()?,
             ended_tasks: self.serde()?,
+            spare: Default::default(),
         })
     }
 }

@@ -268,6 +268,50 @@ pub struct Scheduler<L = FifoLockTable> {
     pub(crate) queued_tasks: u32,
     pub(crate) running_tasks: u32,
     pub(crate) ended_tasks: VecDeque<TaskId>,
+    /// Vectors of forgotten tasks for the next admitted ones (not part of the state).
+    #[serde(skip)]
+    pub(crate) spare: Spare,
+}
+
+/// The plan and unit vectors of the last few forgotten tasks, reused by the next admitted tasks
+/// (one task is forgotten for about every one admitted): their allocations change hands instead
+/// of being freed and made again. Only capacity is kept, never content that could be seen: a
+/// vector is filled afresh before use. Not part of the state: skipped by the snapshot, equal
+/// whatever it holds, empty after a restore.
+#[derive(Clone, Default)]
+pub(crate) struct Spare {
+    pub(crate) plans: Vec<Vec<Vec<TargetId>>>,
+    pub(crate) units: Vec<Vec<UnitId>>,
+}
+
+impl Spare {
+    /// Most vectors of each kind kept.
+    const MAX: usize = 16;
+
+    /// Keeps a forgotten task's vectors if there is room.
+    pub(crate) fn keep(&mut self, plan: Vec<Vec<TargetId>>, units: &mut Vec<UnitId>) {
+        if plan.capacity() > 0 && self.plans.len() < Spare::MAX {
+            self.plans.push(plan);
+        }
+        if units.capacity() > 0 && self.units.len() < Spare::MAX {
+            units.clear();
+            self.units.push(std::mem::take(units));
+        }
+    }
+}
+
+impl PartialEq for Spare {
+    fn eq(&self, _: &Spare) -> bool {
+        true
+    }
+}
+
+impl Eq for Spare {}
+
+impl std::fmt::Debug for Spare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spare")
+    }
 }
 
 impl<L: LockTable + Default> Default for Scheduler<L> {
@@ -305,6 +349,7 @@ impl<L: LockTable + Default> Scheduler<L> {
             queued_tasks: 0,
             running_tasks: 0,
             ended_tasks: VecDeque::new(),
+            spare: Spare::default(),
         }
     }
 }

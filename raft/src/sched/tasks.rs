@@ -326,67 +326,6 @@ impl<L: LockTable> Scheduler<L> {
         id
     }
 
-    /// The online targets of each step: in the task's environment, with one of the step's roles,
-    /// and serving the task's tenant if it has one.
-    fn plan(&self, task: &Task) -> Vec<Vec<TargetId>> {
-        let steps = &self.processes[&task.process].steps;
-        let roles = steps.iter().map(|s| &s.roles[..]);
-        self.plan_for(task.environment, Some(task.tenant), roles)
-    }
-
-    /// The plan of a task before its names are interned: an unknown name matches no target.
-    fn plan_spec(&self, spec: &TaskSpec) -> Vec<Vec<TargetId>> {
-        let tenant = match &spec.tenant {
-            None => Some(None),
-            Some(name) => self.symbols.get(name).map(Some),
-        };
-        let roles: Vec<Vec<Sym>> = spec
-            .steps
-            .iter()
-            .map(|s| s.roles.iter().filter_map(|r| self.symbols.get(r)).collect())
-            .collect();
-        match self.symbols.get(&spec.environment) {
-            Some(environment) => self.plan_for(environment, tenant, roles.iter().map(|r| &r[..])),
-            None => roles.iter().map(|_| Vec::new()).collect(),
-        }
-    }
-
-    /// Online targets per step: in `environment`, with one of the step's roles, serving the tenant
-    /// (`Some(None)`: untenanted, any target; `None`: an unknown tenant, no target).
-    fn plan_for<'a>(
-        &self,
-        environment: Sym,
-        tenant: Option<Option<Sym>>,
-        roles: impl Iterator<Item = &'a [Sym]>,
-    ) -> Vec<Vec<TargetId>> {
-        roles
-            .map(|step_roles| {
-                let Some(tenant) = tenant else {
-                    return Vec::new();
-                };
-                let mut targets: Vec<TargetId> = Vec::new();
-                for role in step_roles {
-                    let from = (environment, *role, TargetId(0));
-                    targets.extend(
-                        self.targets_by_env_role
-                            .range(from..)
-                            .take_while(|(e, r, _)| *e == environment && r == role)
-                            .map(|(_, _, t)| *t)
-                            .filter(|t| {
-                                let target = &self.targets[t];
-                                target.online
-                                    && tenant
-                                        .is_none_or(|tn| target.tenants.binary_search(&tn).is_ok())
-                            }),
-                    );
-                }
-                targets.sort();
-                targets.dedup();
-                targets
-            })
-            .collect()
-    }
-
     /// The stage's step and kind; `None` past the last stage.
     pub(crate) fn stage_of(&self, process: u32, stage: u16) -> Option<(u16, UnitKind)> {
         let mut index = 0u16;
@@ -425,10 +364,16 @@ impl<L: LockTable> Scheduler<L> {
         self.running_tasks += 1;
         events.push(Event::TaskStarted { task: id, token });
         let task = &self.tasks[&id];
+        // The plan and the unit list reuse the vectors of a forgotten task when there are some.
+        let units = self.spare.units.pop().unwrap_or_default();
         if !task.hold_targets {
-            let plan = self.plan(task);
+            let mut plan = self.spare.plans.pop().unwrap_or_default();
+            self.plan_into(task, &mut plan);
             self.tasks.get_mut(&id).expect("exists").plan = plan;
         }
+        let task = self.tasks.get_mut(&id).expect("exists");
+        debug_assert!(task.units.is_empty());
+        task.units = units;
         if let Some(reason) = self.unplannable(id) {
             self.end_task(id, TaskOutcome::Failed { reason }, events);
             return;
@@ -665,7 +610,7 @@ impl<L: LockTable> Scheduler<L> {
     pub(crate) fn forget_old_tasks(&mut self) {
         while self.ended_tasks.len() > self.settings.ended_tasks_retained as usize {
             let id = self.ended_tasks.pop_front().expect("non-empty");
-            let task = self.tasks.get(&id).expect("ended task exists");
+            let task = self.tasks.get_mut(&id).expect("ended task exists");
             // The task ended long ago, so its parts are likely out of the caches: read one word
             // of each at once, so that their misses overlap instead of coming one by one as the
             // parts are freed.
@@ -675,10 +620,13 @@ impl<L: LockTable> Scheduler<L> {
                 task.units.first().copied(),
             ));
             let process_id = task.process;
-            for unit in &task.units {
+            let plan = std::mem::take(&mut task.plan);
+            let mut units = std::mem::take(&mut task.units);
+            for unit in &units {
                 self.units.delete(unit);
             }
             self.tasks.delete(&id);
+            self.spare.keep(plan, &mut units);
             let process = self
                 .processes
                 .get_mut(&process_id)

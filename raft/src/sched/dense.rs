@@ -227,12 +227,15 @@ impl<K: DenseKey, V> DenseMap<K, V> {
             Some(page) => page,
             None => self.new_page(number),
         };
-        let old = page.slots[slot].replace(value);
-        if old.is_none() {
-            page.live += 1;
+        let entry = &mut page.slots[slot];
+        if entry.is_some() {
+            return entry.replace(value);
         }
-        self.len += usize::from(old.is_none());
-        old
+        // A new id (the usual case): written in place, without moving an old value out.
+        *entry = Some(value);
+        page.live += 1;
+        self.len += 1;
+        None
     }
 
     /// Makes the page of `number`, which does not exist.

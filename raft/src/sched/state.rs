@@ -555,9 +555,11 @@ fn printable_ascii(bytes: &[u8]) -> bool {
     }
     let rest = words.remainder();
     if !rest.is_empty() {
-        let mut word = [b'A'; 8];
-        word[..rest.len()].copy_from_slice(rest);
-        any |= bad(u64::from_le_bytes(word));
+        let word = rest
+            .iter()
+            .rev()
+            .fold(u64::from_le_bytes([b'A'; 8]), |w, b| w << 8 | u64::from(*b));
+        any |= bad(word);
     }
     any & HIGH == 0
 }

@@ -76,6 +76,7 @@ mod snapshot_encode;
 pub mod state;
 pub mod table;
 mod table_audit;
+mod table_candidates;
 mod table_decode;
 mod table_serde;
 mod table_store;

@@ -314,7 +314,8 @@ impl<'a> In<'a> {
         let (len, _) = self.len()?;
         table.candidates = (0..len)
             .map(|_| self.u64().map(ReqId))
-            .collect::<Result<BTreeSet<ReqId>>>()?;
+            .collect::<Result<BTreeSet<ReqId>>>()?
+            .into();
         let (len, _) = self.len()?;
         let dirty = (0..len)
             .map(|_| self.lock_key())

@@ -416,6 +416,22 @@ impl Workload {
         });
     }
 
+    /// Runs `cycles` cycles that a profiler toggled on [`Workload::cycle`] leaves out (the same
+    /// commands through a different function), to reach a steady state before profiling.
+    #[inline(never)]
+    fn warm_up(&mut self, cycles: u64) {
+        for _ in 0..cycles {
+            let submit = self.next_submit();
+            self.apply(submit);
+            let (unit, attempt) = self.dispatched.pop_front().expect("a unit is dispatched");
+            self.apply(Command::UnitFinished {
+                unit,
+                attempt,
+                exit_code: 0,
+            });
+        }
+    }
+
     /// Runs `cycles` cycles and returns the time spent applying them (building the submit
     /// commands is left out).
     #[inline(never)]
@@ -933,6 +949,9 @@ fn report(
 /// `CUTTLE_BENCH_PROFILE=distinct:100000:200000[:snapshot]` (shape, queued tasks, cycles): builds
 /// one workload and runs only the cycle (then, with `:snapshot`, one snapshot and restore), for a
 /// profiler (`perf record`, or `valgrind --tool=callgrind --toggle-collect='core::Workload::cycle'`).
+/// `CUTTLE_BENCH_PROFILE_WARM=11000` first runs that many cycles outside `Workload::cycle`, so that
+/// the profiled cycles see the steady state of the timed section (ended tasks forgotten, names
+/// reused, pages recycled); the default is none.
 fn profile(spec: &str) {
     let parts: Vec<&str> = spec.split(':').collect();
     let tags = match parts.first().copied() {
@@ -942,8 +961,13 @@ fn profile(spec: &str) {
     let queued = parts.get(1).and_then(|p| p.parse().ok()).unwrap_or(100_000);
     let cycles = parts.get(2).and_then(|p| p.parse().ok()).unwrap_or(200_000);
     let mut w = Workload::build(tags, queued);
+    let warm: u64 = std::env::var("CUTTLE_BENCH_PROFILE_WARM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    w.warm_up(warm);
     eprintln!(
-        "built {} {}; running {cycles} cycles",
+        "built {} {}, warmed up over {warm} cycles; running {cycles} cycles",
         tags.slug(),
         size_label(queued)
     );

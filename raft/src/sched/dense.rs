@@ -67,18 +67,25 @@ impl DenseKey for u32 {
     }
 }
 
+/// A page: its slots on the heap, and how many are live. The page record itself sits in the
+/// window (or the outliers), so finding a slot is one load from the window and one from the heap.
 #[derive(Clone, Debug)]
 struct Page<V> {
     live: u32,
-    slots: [Option<V>; PAGE],
+    slots: Box<[Option<V>; PAGE]>,
 }
 
 impl<V> Page<V> {
-    fn new() -> Box<Page<V>> {
-        Box::new(Page {
+    /// An empty page, built in place on the heap (a `Box::new` of the array would build it on the
+    /// stack and copy it, which costs more than the rest of the page's life for large values).
+    fn new() -> Page<V> {
+        let mut slots = Vec::with_capacity(PAGE);
+        slots.resize_with(PAGE, || None);
+        let slots: Box<[Option<V>]> = slots.into_boxed_slice();
+        Page {
             live: 0,
-            slots: std::array::from_fn(|_| None),
-        })
+            slots: slots.try_into().ok().expect("PAGE slots"),
+        }
     }
 }
 
@@ -92,15 +99,15 @@ pub(crate) struct DenseMap<K, V> {
     base: u64,
     /// Pages `base..base + window.len()`; `None` for a page without live ids. Never starts or
     /// ends with `None`.
-    window: VecDeque<Option<Box<Page<V>>>>,
+    window: VecDeque<Option<Page<V>>>,
     /// Pages in the window.
     in_window: usize,
     /// Pages below `base` that are far from the others.
-    outliers: BTreeMap<u64, Box<Page<V>>>,
+    outliers: BTreeMap<u64, Page<V>>,
     len: usize,
     /// The last page emptied, kept for the next page needed (a map whose ids move forward empties
     /// one page as it fills another).
-    spare: Option<Box<Page<V>>>,
+    spare: Option<Page<V>>,
     key: PhantomData<fn() -> K>,
 }
 
@@ -129,7 +136,7 @@ impl<K: DenseKey, V> DenseMap<K, V> {
     }
 
     /// An empty page: the spare one if there is one.
-    fn fresh_page(&mut self) -> Box<Page<V>> {
+    fn fresh_page(&mut self) -> Page<V> {
         self.spare.take().unwrap_or_else(Page::new)
     }
 
@@ -141,19 +148,16 @@ impl<K: DenseKey, V> DenseMap<K, V> {
     #[inline]
     fn page(&self, number: u64) -> Option<&Page<V>> {
         match number.checked_sub(self.base) {
-            Some(i) => self.window.get(usize::try_from(i).ok()?)?.as_deref(),
-            None => self.outliers.get(&number).map(|p| &**p),
+            Some(i) => self.window.get(usize::try_from(i).ok()?)?.as_ref(),
+            None => self.outliers.get(&number),
         }
     }
 
     #[inline]
     fn page_mut(&mut self, number: u64) -> Option<&mut Page<V>> {
         match number.checked_sub(self.base) {
-            Some(i) => self
-                .window
-                .get_mut(usize::try_from(i).ok()?)?
-                .as_deref_mut(),
-            None => self.outliers.get_mut(&number).map(|p| &mut **p),
+            Some(i) => self.window.get_mut(usize::try_from(i).ok()?)?.as_mut(),
+            None => self.outliers.get_mut(&number),
         }
     }
 
@@ -223,12 +227,15 @@ impl<K: DenseKey, V> DenseMap<K, V> {
             Some(page) => page,
             None => self.new_page(number),
         };
-        let old = page.slots[slot].replace(value);
-        if old.is_none() {
-            page.live += 1;
+        let entry = &mut page.slots[slot];
+        if entry.is_some() {
+            return entry.replace(value);
         }
-        self.len += usize::from(old.is_none());
-        old
+        // A new id (the usual case): written in place, without moving an old value out.
+        *entry = Some(value);
+        page.live += 1;
+        self.len += 1;
+        None
     }
 
     /// Makes the page of `number`, which does not exist.
@@ -251,6 +258,26 @@ impl<K: DenseKey, V> DenseMap<K, V> {
             self.drop_page(number);
         }
         Some(old)
+    }
+
+    /// Removes the value of an id and drops it where it lies (unlike [`DenseMap::remove`], which
+    /// moves it out first: for a large value that reads all of it); returns whether there was one.
+    pub(crate) fn delete(&mut self, key: &K) -> bool {
+        let (number, slot) = split(key.index());
+        let Some(page) = self.page_mut(number) else {
+            return false;
+        };
+        if page.slots[slot].is_none() {
+            return false;
+        }
+        page.slots[slot] = None;
+        page.live -= 1;
+        let emptied = page.live == 0;
+        self.len -= 1;
+        if emptied {
+            self.drop_page(number);
+        }
+        true
     }
 
     #[inline(never)]
@@ -291,12 +318,12 @@ impl<K: DenseKey, V> DenseMap<K, V> {
 
     /// The entries in id order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (K, &V)> + '_ {
-        let outliers = self.outliers.iter().map(|(n, p)| (*n, &**p));
+        let outliers = self.outliers.iter().map(|(n, p)| (*n, p));
         let window = self
             .window
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| Some((self.base + i as u64, p.as_deref()?)));
+            .filter_map(|(i, p)| Some((self.base + i as u64, p.as_ref()?)));
         outliers.chain(window).flat_map(|(number, page)| {
             page.slots.iter().enumerate().filter_map(move |(s, v)| {
                 Some((K::from_index(number * PAGE as u64 + s as u64), v.as_ref()?))

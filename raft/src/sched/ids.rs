@@ -5,7 +5,7 @@
 //! comparisons never allocate. Symbols are never freed: their number is bounded by the distinct names
 //! of the deployment model, and [`SYMBOLS_MAX`] turns a runaway into a clean error.
 
-use crate::sched::names::NameIndex;
+use crate::sched::names::{NameIndex, TagIndex};
 use crate::sched::wire::{BoxStr, Pairs};
 use serde::de::Error as _;
 use serde::ser::SerializeStruct;
@@ -64,6 +64,8 @@ pub struct Symbols {
     names: Vec<Box<str>>,
     by_name: BTreeMap<Box<str>, Sym>,
     index: NameIndex,
+    /// Default concurrency tags by (project, environment, tenant): a cache, see [`TagIndex`].
+    tags: TagIndex,
 }
 
 impl Symbols {
@@ -86,6 +88,29 @@ impl Symbols {
             Some(sym) => sym,
             None => self.push(name.into_boxed_str()),
         }
+    }
+
+    /// The default tag of a project, environment and tenant, if [`Symbols::record_default_tag`]
+    /// recorded it (since the state was built or restored).
+    #[inline]
+    pub(crate) fn default_tag(
+        &self,
+        project: Sym,
+        environment: Sym,
+        tenant: Option<Sym>,
+    ) -> Option<Sym> {
+        self.tags.find(project, environment, tenant)
+    }
+
+    /// Records that `tag` is the (interned) default tag of a project, environment and tenant.
+    pub(crate) fn record_default_tag(
+        &mut self,
+        project: Sym,
+        environment: Sym,
+        tenant: Option<Sym>,
+        tag: Sym,
+    ) {
+        self.tags.insert(project, environment, tenant, tag);
     }
 
     fn push(&mut self, name: Box<str>) -> Sym {
@@ -188,6 +213,7 @@ impl Symbols {
             names,
             by_name,
             index,
+            tags: TagIndex::default(),
         })
     }
 }

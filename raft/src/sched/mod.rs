@@ -65,6 +65,7 @@ pub mod explain;
 pub mod ids;
 pub mod lock;
 mod names;
+mod plans;
 mod processes;
 #[cfg(test)]
 mod random_state;
@@ -75,6 +76,7 @@ mod snapshot_encode;
 pub mod state;
 pub mod table;
 mod table_audit;
+mod table_candidates;
 mod table_decode;
 mod table_serde;
 mod table_store;

@@ -1,6 +1,6 @@
-//! Hash indexes for lookups only: [`NameIndex`] finds the symbol of a name, for
-//! [`crate::sched::ids::Symbols`]; [`HashIndex`] is the table under it, also used to find a process
-//! by its steps.
+//! Hash indexes for lookups only: [`NameIndex`] finds the symbol of a name and [`TagIndex`] the
+//! default concurrency tag of a deployment, for [`crate::sched::ids::Symbols`]; [`HashIndex`] finds
+//! a process by its steps.
 //!
 //! A [`HashIndex`] is an open-addressing hash table (linear probing, power-of-two size, at most 7/8
 //! full) whose slots hold a 32-bit id and the 32-bit hash of what it names; the thing named stays
@@ -149,64 +149,238 @@ impl HashIndex {
     }
 }
 
-impl HashIndex {
-    /// An index of `count` ids with the given hashes (`hash(id)` for each id below `count`), built
-    /// in the order of the slots the ids land in, so that filling a large table writes memory in
-    /// order rather than at random: much faster than inserting one by one when restoring millions.
-    pub(crate) fn build(count: usize, hash: impl Fn(u32) -> u32) -> HashIndex {
-        let mut index = HashIndex::default();
-        index.reserve(count);
+/// Symbols by name, over the list of names that `Symbols` keeps. A slot holds the symbol, the
+/// name's hash and, for a name of up to [`INLINE_NAME`] bytes (most names), its text: such a name
+/// is found by reading its slot alone, without following the symbol to its text elsewhere in
+/// memory (a miss for a name last used long ago). Longer names are compared with their text in
+/// `names`.
+#[derive(Clone, Default)]
+pub(crate) struct NameIndex {
+    slots: Vec<NameSlot>,
+    len: usize,
+}
+
+/// Names of up to this many bytes are kept in their slot.
+const INLINE_NAME: usize = 23;
+/// `NameSlot::len` of a name longer than [`INLINE_NAME`].
+const LONG_NAME: u8 = u8::MAX;
+
+/// 32 bytes, two to a cache line.
+#[derive(Clone, Copy)]
+struct NameSlot {
+    /// The symbol plus one; 0 is an empty slot.
+    id: u32,
+    hash: u32,
+    /// The length of an inline name, or [`LONG_NAME`].
+    len: u8,
+    text: [u8; INLINE_NAME],
+}
+
+impl NameSlot {
+    const EMPTY: NameSlot = NameSlot {
+        id: 0,
+        hash: 0,
+        len: 0,
+        text: [0; INLINE_NAME],
+    };
+
+    fn new(sym: u32, hash: u32, name: &str) -> NameSlot {
+        let mut slot = NameSlot {
+            id: sym + 1,
+            hash,
+            len: LONG_NAME,
+            text: [0; INLINE_NAME],
+        };
+        if name.len() <= INLINE_NAME {
+            slot.len = name.len() as u8;
+            slot.text[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        slot
+    }
+}
+
+impl NameIndex {
+    /// The symbol whose name in `names` is `name`.
+    #[inline]
+    pub(crate) fn find(&self, names: &[Box<str>], name: &str) -> Option<Sym> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let hash = hash_name(name);
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = &self.slots[i];
+            if slot.id == 0 {
+                return None;
+            }
+            if slot.hash == hash {
+                let same = if slot.len == LONG_NAME {
+                    name.len() > INLINE_NAME && *names[slot.id as usize - 1] == *name
+                } else {
+                    usize::from(slot.len) == name.len()
+                        && slot.text[..name.len()] == *name.as_bytes()
+                };
+                if same {
+                    return Some(Sym(slot.id - 1));
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Indexes `sym`, whose name `names[sym]` is not indexed yet.
+    pub(crate) fn insert(&mut self, names: &[Box<str>], sym: Sym) {
+        let name = &names[sym.0 as usize];
+        self.reserve(self.len + 1);
+        self.place(NameSlot::new(sym.0, hash_name(name), name));
+        self.len += 1;
+    }
+
+    fn reserve(&mut self, total: usize) {
+        let needed = (total * 8).div_ceil(7).max(16).next_power_of_two();
+        if needed <= self.slots.len() {
+            return;
+        }
+        let old = std::mem::replace(&mut self.slots, vec![NameSlot::EMPTY; needed]);
+        for slot in old.into_iter().filter(|s| s.id != 0) {
+            self.place(slot);
+        }
+    }
+
+    fn place(&mut self, slot: NameSlot) {
+        let mask = self.slots.len() - 1;
+        let mut i = slot.hash as usize & mask;
+        while self.slots[i].id != 0 {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = slot;
+    }
+
+    /// The index of every name in `names`, placed in the order of the slots the names land in
+    /// (a counting sort on the top bits of their home slot), so that building a large index
+    /// writes memory in order rather than at random.
+    pub(crate) fn build(names: &[Box<str>]) -> NameIndex {
+        let mut index = NameIndex::default();
+        index.reserve(names.len());
         let mask = index.slots.len() - 1;
-        let bits = mask.count_ones();
-        // Group the ids by the top bits of their home slot (a counting sort), then place them.
-        let shift = bits.saturating_sub(16);
+        let shift = mask.count_ones().saturating_sub(16);
+        let hashes: Vec<u32> = names.iter().map(|n| hash_name(n)).collect();
         let mut counts = vec![0u32; (mask >> shift) + 2];
-        let hashes: Vec<u32> = (0..count as u32).map(&hash).collect();
         for h in &hashes {
             counts[((*h as usize & mask) >> shift) + 1] += 1;
         }
         for i in 1..counts.len() {
             counts[i] += counts[i - 1];
         }
-        let mut order = vec![0u32; count];
+        let mut order = vec![0u32; names.len()];
         for (id, h) in hashes.iter().enumerate() {
             let group = (*h as usize & mask) >> shift;
             order[counts[group] as usize] = id as u32;
             counts[group] += 1;
         }
         for id in order {
-            index.place(Slot {
-                hash: hashes[id as usize],
-                id: id + 1,
-            });
+            let i = id as usize;
+            index.place(NameSlot::new(id, hashes[i], &names[i]));
         }
-        index.len = count;
+        index.len = names.len();
         index
     }
 }
 
-/// Symbols by name, over the list of names that `Symbols` keeps.
+/// The default concurrency tag of a (project, environment, tenant), by their symbols: a cache
+/// that spares a submission building the tag's text and looking it up by name. Open addressing
+/// with the key in the slot, so a lookup reads one slot (and the next ones on a collision), never
+/// a name's text. Like [`NameIndex`] it only says which symbol a tag already has: an entry is
+/// added after the tag is interned by its text, nothing is ever removed (symbols are never freed),
+/// and a restored state starts with it empty and fills it as tasks are submitted. It is never
+/// iterated, compared or serialised.
 #[derive(Clone, Default)]
-pub(crate) struct NameIndex(HashIndex);
+pub(crate) struct TagIndex {
+    slots: Vec<TagSlot>,
+    len: usize,
+}
 
-impl NameIndex {
-    /// The symbol whose name in `names` is `name`.
-    pub(crate) fn find(&self, names: &[Box<str>], name: &str) -> Option<Sym> {
-        self.0
-            .find(hash_name(name), |id| *names[id as usize] == *name)
-            .map(Sym)
+/// `tag` is [`TagSlot::EMPTY`] in an empty slot; `tenant` is `u32::MAX` for no tenant.
+#[derive(Clone, Copy)]
+struct TagSlot {
+    project: u32,
+    environment: u32,
+    tenant: u32,
+    tag: u32,
+}
+
+impl TagSlot {
+    const EMPTY: u32 = u32::MAX;
+    const VACANT: TagSlot = TagSlot {
+        project: 0,
+        environment: 0,
+        tenant: 0,
+        tag: TagSlot::EMPTY,
+    };
+}
+
+fn tag_key(project: Sym, environment: Sym, tenant: Option<Sym>) -> (u32, u32, u32, u32) {
+    let tenant = tenant.map_or(u32::MAX, |t| t.0);
+    let hash = Hasher::new(0x7467)
+        .word(u64::from(project.0) << 32 | u64::from(environment.0))
+        .word(u64::from(tenant))
+        .finish();
+    (hash, project.0, environment.0, tenant)
+}
+
+impl TagIndex {
+    /// The default tag of this project, environment and tenant, if it was recorded.
+    #[inline]
+    pub(crate) fn find(&self, project: Sym, environment: Sym, tenant: Option<Sym>) -> Option<Sym> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let (hash, p, e, t) = tag_key(project, environment, tenant);
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = self.slots[i];
+            if slot.tag == TagSlot::EMPTY {
+                return None;
+            }
+            if slot.project == p && slot.environment == e && slot.tenant == t {
+                return Some(Sym(slot.tag));
+            }
+            i = (i + 1) & mask;
+        }
     }
 
-    /// Indexes `sym`, whose name `names[sym]` is not indexed yet.
-    pub(crate) fn insert(&mut self, names: &[Box<str>], sym: Sym) {
-        self.0.insert(hash_name(&names[sym.0 as usize]), sym.0);
+    /// Records the default tag of a project, environment and tenant not recorded yet.
+    pub(crate) fn insert(&mut self, project: Sym, environment: Sym, tenant: Option<Sym>, tag: Sym) {
+        debug_assert!(self.find(project, environment, tenant).is_none());
+        assert!(tag.0 != TagSlot::EMPTY, "symbols stay below u32::MAX");
+        let needed = ((self.len + 1) * 8).div_ceil(7).max(16).next_power_of_two();
+        if needed > self.slots.len() {
+            let old = std::mem::replace(&mut self.slots, vec![TagSlot::VACANT; needed]);
+            for slot in old.into_iter().filter(|s| s.tag != TagSlot::EMPTY) {
+                self.place(slot);
+            }
+        }
+        let (_, p, e, t) = tag_key(project, environment, tenant);
+        self.place(TagSlot {
+            project: p,
+            environment: e,
+            tenant: t,
+            tag: tag.0,
+        });
+        self.len += 1;
     }
 
-    /// The index of every name in `names`.
-    pub(crate) fn build(names: &[Box<str>]) -> NameIndex {
-        NameIndex(HashIndex::build(names.len(), |id| {
-            hash_name(&names[id as usize])
-        }))
+    fn place(&mut self, slot: TagSlot) {
+        let tenant = (slot.tenant != u32::MAX).then_some(Sym(slot.tenant));
+        let (hash, ..) = tag_key(Sym(slot.project), Sym(slot.environment), tenant);
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        while self.slots[i].tag != TagSlot::EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = slot;
     }
 }
 
@@ -234,7 +408,42 @@ mod tests {
         }
         assert_eq!(built.find(&names, "project-50000/env-1"), None);
         assert_eq!(index.find(&names, ""), None);
+        // Long names (compared with their text) beside short ones (compared in the slot).
+        let mut names = names;
+        let mut index = built;
+        for i in 0..2_000 {
+            names.push(format!("a-long-name-of-more-than-23-bytes-{i}").into());
+            index.insert(&names, Sym(names.len() as u32 - 1));
+        }
+        for (sym, name) in names.iter().enumerate() {
+            assert_eq!(index.find(&names, name), Some(Sym(sym as u32)));
+        }
+        assert_eq!(
+            index.find(&names, "a-long-name-of-more-than-23-bytes-x"),
+            None
+        );
+        assert_eq!(index.find(&names, "exactly-23-bytes-long-n"), None);
         assert_ne!(hash_name("a"), hash_name("a\0"));
+    }
+
+    #[test]
+    fn tag_index_finds_what_was_recorded() {
+        let mut index = TagIndex::default();
+        assert_eq!(index.find(Sym(1), Sym(2), None), None);
+        for p in 0..3_000u32 {
+            let tenant = (p % 3 == 0).then_some(Sym(p / 3));
+            index.insert(Sym(p), Sym(p % 10), tenant, Sym(100_000 + p));
+        }
+        for p in 0..3_000u32 {
+            let tenant = (p % 3 == 0).then_some(Sym(p / 3));
+            assert_eq!(
+                index.find(Sym(p), Sym(p % 10), tenant),
+                Some(Sym(100_000 + p))
+            );
+            assert_eq!(index.find(Sym(p), Sym(p % 10 + 1), tenant), None);
+            let other = if tenant.is_some() { None } else { Some(Sym(0)) };
+            assert_eq!(index.find(Sym(p), Sym(p % 10), other), None);
+        }
     }
 
     /// Removal keeps every other id findable, with hashes chosen to collide a lot.

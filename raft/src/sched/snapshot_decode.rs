@@ -314,7 +314,8 @@ impl<'a> In<'a> {
         let (len, _) = self.len()?;
         table.candidates = (0..len)
             .map(|_| self.u64().map(ReqId))
-            .collect::<Result<BTreeSet<ReqId>>>()?;
+            .collect::<Result<BTreeSet<ReqId>>>()?
+            .into();
         let (len, _) = self.len()?;
         let dirty = (0..len)
             .map(|_| self.lock_key())
@@ -424,7 +425,7 @@ impl<'a> In<'a> {
         let mut tasks = DenseMap::new();
         for _ in 0..len {
             let id = TaskId(self.u64()?);
-            tasks.insert(id, Box::new(self.task()?));
+            tasks.insert(id, self.task()?);
         }
         let units = self.serde()?;
         let (len, _) = self.len()?;
@@ -459,6 +460,7 @@ impl<'a> In<'a> {
             queued_tasks: self.u32()?,
             running_tasks: self.u32()?,
             ended_tasks: self.serde()?,
+            spare: Default::default(),
         })
     }
 }

@@ -166,7 +166,7 @@ impl Out<'_> {
             self.bool(request.held);
         }
         self.len(table.candidates.len());
-        for id in &table.candidates {
+        for id in table.candidates.iter() {
             self.varint(id.0);
         }
         let dirty = table.dirty_keys();

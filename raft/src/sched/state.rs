@@ -256,9 +256,10 @@ pub struct Scheduler<L = FifoLockTable> {
     pub(crate) processes: DenseMap<u32, Process>,
     pub(crate) process_ids: ProcessIds,
     pub(crate) next_process: u32,
-    /// Tasks by id, boxed so that an id whose neighbours are gone keeps only a pointer's worth of
-    /// its page alive (see [`DenseMap`]).
-    pub(crate) tasks: DenseMap<TaskId, Box<Task>>,
+    /// Tasks by id, inline in their pages (see [`DenseMap`]): admitting or forgetting a task
+    /// touches its page slot and nothing else of the map, and a task costs no allocation of its
+    /// own. An id whose neighbours are gone keeps its page (64 tasks' worth) alive until it goes.
+    pub(crate) tasks: DenseMap<TaskId, Task>,
     pub(crate) units: DenseMap<UnitId, Unit>,
     pub(crate) owners: DenseMap<ReqId, Owner>,
     pub(crate) client_locks: BTreeMap<ReqId, ClientLock>,
@@ -267,6 +268,50 @@ pub struct Scheduler<L = FifoLockTable> {
     pub(crate) queued_tasks: u32,
     pub(crate) running_tasks: u32,
     pub(crate) ended_tasks: VecDeque<TaskId>,
+    /// Vectors of forgotten tasks for the next admitted ones (not part of the state).
+    #[serde(skip)]
+    pub(crate) spare: Spare,
+}
+
+/// The plan and unit vectors of the last few forgotten tasks, reused by the next admitted tasks
+/// (one task is forgotten for about every one admitted): their allocations change hands instead
+/// of being freed and made again. Only capacity is kept, never content that could be seen: a
+/// vector is filled afresh before use. Not part of the state: skipped by the snapshot, equal
+/// whatever it holds, empty after a restore.
+#[derive(Clone, Default)]
+pub(crate) struct Spare {
+    pub(crate) plans: Vec<Vec<Vec<TargetId>>>,
+    pub(crate) units: Vec<Vec<UnitId>>,
+}
+
+impl Spare {
+    /// Most vectors of each kind kept.
+    const MAX: usize = 16;
+
+    /// Keeps a forgotten task's vectors if there is room.
+    pub(crate) fn keep(&mut self, plan: Vec<Vec<TargetId>>, units: &mut Vec<UnitId>) {
+        if plan.capacity() > 0 && self.plans.len() < Spare::MAX {
+            self.plans.push(plan);
+        }
+        if units.capacity() > 0 && self.units.len() < Spare::MAX {
+            units.clear();
+            self.units.push(std::mem::take(units));
+        }
+    }
+}
+
+impl PartialEq for Spare {
+    fn eq(&self, _: &Spare) -> bool {
+        true
+    }
+}
+
+impl Eq for Spare {}
+
+impl std::fmt::Debug for Spare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spare")
+    }
 }
 
 impl<L: LockTable + Default> Default for Scheduler<L> {
@@ -304,6 +349,7 @@ impl<L: LockTable + Default> Scheduler<L> {
             queued_tasks: 0,
             running_tasks: 0,
             ended_tasks: VecDeque::new(),
+            spare: Spare::default(),
         }
     }
 }
@@ -401,12 +447,12 @@ impl<L: LockTable> Scheduler<L> {
 
     /// A task.
     pub fn task(&self, id: TaskId) -> Option<&Task> {
-        self.tasks.get(&id).map(|t| &**t)
+        self.tasks.get(&id)
     }
 
     /// All tasks the state remembers, by id.
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
-        self.tasks.values().map(|t| &**t)
+        self.tasks.values()
     }
 
     /// A unit.
@@ -482,8 +528,7 @@ pub(crate) fn check_name_at(name: &str, field: impl FnOnce() -> String) -> Resul
             name.len(),
             crate::sched::ids::NAME_BYTES_MAX
         )
-    } else if !name.bytes().all(|b| (0x20..0x7f).contains(&b)) && name.chars().any(char::is_control)
-    {
+    } else if !printable_ascii(name.as_bytes()) && name.chars().any(char::is_control) {
         "contains a control character; use printable characters".to_string()
     } else {
         return Ok(());
@@ -492,4 +537,53 @@ pub(crate) fn check_name_at(name: &str, field: impl FnOnce() -> String) -> Resul
         field: field(),
         problem: format!("{name:?} {problem}"),
     })
+}
+
+/// Whether every byte is printable ASCII (0x20 to 0x7e), eight bytes at a time: a byte is below
+/// 0x20 when subtracting 0x20 borrows into its top bit while its own top bit is clear, and above
+/// 0x7e when adding 1 carries into its top bit or its top bit is set (the exact word tests of
+/// "Bit Twiddling Hacks", `hasless` and `hasmore`). Padding bytes are 'A'.
+#[inline]
+fn printable_ascii(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let bad = |w: u64| (w.wrapping_sub(ONES * 0x20) & !w) | (w.wrapping_add(ONES) | w);
+    let mut words = bytes.chunks_exact(8);
+    let mut any = 0u64;
+    for word in &mut words {
+        any |= bad(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let word = rest
+            .iter()
+            .rev()
+            .fold(u64::from_le_bytes([b'A'; 8]), |w, b| w << 8 | u64::from(*b));
+        any |= bad(word);
+    }
+    any & HIGH == 0
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable_ascii;
+
+    #[test]
+    fn printable_ascii_agrees_with_a_byte_loop() {
+        let slow = |b: &[u8]| b.iter().all(|c| (0x20..0x7f).contains(c));
+        for len in 0..20 {
+            for bad in 0..=255u8 {
+                for at in 0..len.max(1) {
+                    let mut bytes = vec![b'a'; len];
+                    if len > 0 {
+                        bytes[at] = bad;
+                    }
+                    assert_eq!(printable_ascii(&bytes), slow(&bytes), "{bytes:?}");
+                }
+            }
+        }
+        for c in 0x20..0x7fu8 {
+            assert!(printable_ascii(&[c; 11]));
+        }
+    }
 }

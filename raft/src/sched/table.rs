@@ -36,10 +36,10 @@
 use crate::sched::dense::DenseMap;
 use crate::sched::ids::ReqId;
 use crate::sched::lock::{ClaimSpec, LockKey, LockTable, Mode, Stuck};
+use crate::sched::table_candidates::Candidates;
 use crate::sched::table_store::{
     Claim, Claims, Entry, Lock, LockId, LockIndex, Request, LOCK_IDS_MAX,
 };
-use std::collections::BTreeSet;
 
 /// Most claims one request may hold (a whole-task hold claims each of its targets).
 pub const CLAIMS_PER_REQUEST_MAX: usize = 4_096;
@@ -59,7 +59,7 @@ pub struct FifoLockTable {
     pub(crate) index: LockIndex,
     pub(crate) requests: DenseMap<ReqId, Request>,
     /// Waiting requests admissible on every claim.
-    pub(crate) candidates: BTreeSet<ReqId>,
+    pub(crate) candidates: Candidates,
     /// Locks to recompute, by rank; a lock is listed at most once (its `dirty` flag).
     pub(crate) dirty: Dirty,
     pub(crate) last_id: Option<ReqId>,
@@ -151,7 +151,7 @@ fn advance(
     id: ReqId,
     locks: &mut [Lock],
     dirty: &mut Dirty,
-    candidates: &mut BTreeSet<ReqId>,
+    candidates: &mut Candidates,
 ) {
     loop {
         debug_assert_eq!(request.admissible, request.entered);

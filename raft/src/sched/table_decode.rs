@@ -244,7 +244,7 @@ fn assemble(locks: Locks, requests: DenseMap<ReqId, Request>, rest: Rest) -> Fif
         locks: locks.slab,
         index: locks.index,
         requests,
-        candidates: rest.candidates,
+        candidates: rest.candidates.into(),
         last_id: rest.last_id,
         ..FifoLockTable::default()
     };

@@ -3,7 +3,7 @@
 //!
 //! The bytes are exactly those of the table's earlier representation, whose `derive`d encoding was
 //! a struct of `locks: BTreeMap<LockKey, Lock>`, `requests: BTreeMap<ReqId, Request>` (claims named
-//! by key), `candidates: BTreeSet<ReqId>`, `dirty: BTreeSet<LockKey>` and `last_id`. Lock ids do not
+//! by key), `candidates` (a set of `ReqId`), `dirty: BTreeSet<LockKey>` and `last_id`. Lock ids do not
 //! appear: the encoder walks the locks in key order and names claims by key, and the decoder numbers
 //! the locks afresh in key order. Equality is likewise by content, not by slot.
 

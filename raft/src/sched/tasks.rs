@@ -16,7 +16,7 @@ use crate::sched::processes::StepKey;
 use crate::sched::state::{
     Bypass, NamedLockUse, Owner, Phase, Process, Scheduler, Step, StepLock, Task, Unit, UnitState,
 };
-use crate::sched::validate::{default_tag, invalid, validate_spec};
+use crate::sched::validate::{default_tag_of, invalid, validate_spec};
 
 /// Removes repeats from a sorted slice, keeping the first of each; returns the new length.
 fn dedup_sorted(items: &mut [Sym]) -> usize {
@@ -82,14 +82,30 @@ impl<L: LockTable> Scheduler<L> {
         self.check_step_lock_capacities(&spec)?;
         // Validated: from here on nothing fails. Names are interned in a fixed order (project,
         // environment, tenant, tag, bypass, steps), which numbers new symbols.
-        let tag_name = match spec.concurrency_tag {
-            Some(tag) => tag,
-            None => default_tag(&spec),
-        };
         let project = self.symbols.intern_owned(spec.project);
         let environment = self.symbols.intern_owned(spec.environment);
         let tenant = spec.tenant.map(|t| self.symbols.intern_owned(t));
-        let tag = self.symbols.intern_owned(tag_name);
+        let tag = match spec.concurrency_tag {
+            Some(tag) => self.symbols.intern_owned(tag),
+            // Found by the three symbols when a task of the same deployment was submitted before
+            // (since the state was built or restored); else built from their text and recorded.
+            // The same symbol either way.
+            None => match self.symbols.default_tag(project, environment, tenant) {
+                Some(tag) => tag,
+                None => {
+                    let symbols = &self.symbols;
+                    let name = default_tag_of(
+                        tenant.map(|t| symbols.name(t)),
+                        symbols.name(project),
+                        symbols.name(environment),
+                    );
+                    let tag = self.symbols.intern_owned(name);
+                    self.symbols
+                        .record_default_tag(project, environment, tenant, tag);
+                    tag
+                }
+            },
+        };
         let bypass = Bypass {
             default: spec.bypass.default,
             roles: spec
@@ -170,7 +186,7 @@ impl<L: LockTable> Scheduler<L> {
         } else {
             &with_targets[..]
         };
-        self.tasks.insert(id, Box::new(task));
+        self.tasks.insert(id, task);
         self.queued_tasks += 1;
         self.locks.request(request, claims);
         events.push(Event::TaskQueued { task: id });
@@ -310,67 +326,6 @@ impl<L: LockTable> Scheduler<L> {
         id
     }
 
-    /// The online targets of each step: in the task's environment, with one of the step's roles,
-    /// and serving the task's tenant if it has one.
-    fn plan(&self, task: &Task) -> Vec<Vec<TargetId>> {
-        let steps = &self.processes[&task.process].steps;
-        let roles = steps.iter().map(|s| &s.roles[..]);
-        self.plan_for(task.environment, Some(task.tenant), roles)
-    }
-
-    /// The plan of a task before its names are interned: an unknown name matches no target.
-    fn plan_spec(&self, spec: &TaskSpec) -> Vec<Vec<TargetId>> {
-        let tenant = match &spec.tenant {
-            None => Some(None),
-            Some(name) => self.symbols.get(name).map(Some),
-        };
-        let roles: Vec<Vec<Sym>> = spec
-            .steps
-            .iter()
-            .map(|s| s.roles.iter().filter_map(|r| self.symbols.get(r)).collect())
-            .collect();
-        match self.symbols.get(&spec.environment) {
-            Some(environment) => self.plan_for(environment, tenant, roles.iter().map(|r| &r[..])),
-            None => roles.iter().map(|_| Vec::new()).collect(),
-        }
-    }
-
-    /// Online targets per step: in `environment`, with one of the step's roles, serving the tenant
-    /// (`Some(None)`: untenanted, any target; `None`: an unknown tenant, no target).
-    fn plan_for<'a>(
-        &self,
-        environment: Sym,
-        tenant: Option<Option<Sym>>,
-        roles: impl Iterator<Item = &'a [Sym]>,
-    ) -> Vec<Vec<TargetId>> {
-        roles
-            .map(|step_roles| {
-                let Some(tenant) = tenant else {
-                    return Vec::new();
-                };
-                let mut targets: Vec<TargetId> = Vec::new();
-                for role in step_roles {
-                    let from = (environment, *role, TargetId(0));
-                    targets.extend(
-                        self.targets_by_env_role
-                            .range(from..)
-                            .take_while(|(e, r, _)| *e == environment && r == role)
-                            .map(|(_, _, t)| *t)
-                            .filter(|t| {
-                                let target = &self.targets[t];
-                                target.online
-                                    && tenant
-                                        .is_none_or(|tn| target.tenants.binary_search(&tn).is_ok())
-                            }),
-                    );
-                }
-                targets.sort();
-                targets.dedup();
-                targets
-            })
-            .collect()
-    }
-
     /// The stage's step and kind; `None` past the last stage.
     pub(crate) fn stage_of(&self, process: u32, stage: u16) -> Option<(u16, UnitKind)> {
         let mut index = 0u16;
@@ -409,10 +364,16 @@ impl<L: LockTable> Scheduler<L> {
         self.running_tasks += 1;
         events.push(Event::TaskStarted { task: id, token });
         let task = &self.tasks[&id];
+        // The plan and the unit list reuse the vectors of a forgotten task when there are some.
+        let units = self.spare.units.pop().unwrap_or_default();
         if !task.hold_targets {
-            let plan = self.plan(task);
+            let mut plan = self.spare.plans.pop().unwrap_or_default();
+            self.plan_into(task, &mut plan);
             self.tasks.get_mut(&id).expect("exists").plan = plan;
         }
+        let task = self.tasks.get_mut(&id).expect("exists");
+        debug_assert!(task.units.is_empty());
+        task.units = units;
         if let Some(reason) = self.unplannable(id) {
             self.end_task(id, TaskOutcome::Failed { reason }, events);
             return;
@@ -649,18 +610,31 @@ impl<L: LockTable> Scheduler<L> {
     pub(crate) fn forget_old_tasks(&mut self) {
         while self.ended_tasks.len() > self.settings.ended_tasks_retained as usize {
             let id = self.ended_tasks.pop_front().expect("non-empty");
-            let task = self.tasks.remove(&id).expect("ended task exists");
-            for unit in &task.units {
-                self.units.remove(unit);
+            let task = self.tasks.get_mut(&id).expect("ended task exists");
+            // The task ended long ago, so its parts are likely out of the caches: read one word
+            // of each at once, so that their misses overlap instead of coming one by one as the
+            // parts are freed.
+            std::hint::black_box((
+                task.release.as_bytes().first().copied(),
+                task.plan.first().map(Vec::len),
+                task.units.first().copied(),
+            ));
+            let process_id = task.process;
+            let plan = std::mem::take(&mut task.plan);
+            let mut units = std::mem::take(&mut task.units);
+            for unit in &units {
+                self.units.delete(unit);
             }
+            self.tasks.delete(&id);
+            self.spare.keep(plan, &mut units);
             let process = self
                 .processes
-                .get_mut(&task.process)
+                .get_mut(&process_id)
                 .expect("task's process exists");
             process.refs -= 1;
             if process.refs == 0 {
-                let process = self.processes.remove(&task.process).expect("exists");
-                self.process_ids.remove(&process.steps, task.process);
+                let process = self.processes.remove(&process_id).expect("exists");
+                self.process_ids.remove(&process.steps, process_id);
             }
         }
     }

@@ -74,11 +74,12 @@ pub(crate) fn validate_spec(spec: &TaskSpec) -> Result<usize, Rejection> {
 /// `project/environment`, or `tenant/project/environment`. A `/` or `\` inside a name is escaped
 /// with `\`, so that no two different deployments share a default tag.
 pub fn default_tag(spec: &TaskSpec) -> String {
-    let parts = [
-        spec.tenant.as_deref(),
-        Some(spec.project.as_str()),
-        Some(spec.environment.as_str()),
-    ];
+    default_tag_of(spec.tenant.as_deref(), &spec.project, &spec.environment)
+}
+
+/// [`default_tag`] of a tenant, project and environment.
+pub(crate) fn default_tag_of(tenant: Option<&str>, project: &str, environment: &str) -> String {
+    let parts = [tenant, Some(project), Some(environment)];
     let parts = parts.iter().flatten();
     let escaped = |c: u8| c == b'/' || c == b'\\';
     let escapes: usize = parts

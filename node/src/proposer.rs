@@ -239,7 +239,10 @@ mod tests {
         );
         let mut entries = indexes.clone();
         entries.dedup();
-        assert!(entries.len() >= 3, "one entry holds at most BATCH_COMMANDS_MAX commands");
+        assert!(
+            entries.len() >= 3,
+            "one entry holds at most BATCH_COMMANDS_MAX commands"
+        );
         raft.shutdown().await.unwrap();
     }
 }

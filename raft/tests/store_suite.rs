@@ -20,7 +20,18 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 }
 
 fn open(dir: &std::path::Path) -> (LogStore, StateMachine) {
-    let db = sled::open(dir).expect("sled opens");
+    // A store dropped a moment ago may still hold the directory's file lock until sled's
+    // background flusher has stopped: wait for the lock (bounded) rather than fail.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::open(dir) {
+            Ok(db) => break db,
+            Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("sled opens: {e}"),
+        }
+    };
     let store = LogStore::open(&db, dir).expect("log store opens");
     let sm = StateMachine::open(&db, store.clone()).expect("state machine opens");
     (store, sm)

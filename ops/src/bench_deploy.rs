@@ -42,8 +42,33 @@ pub struct DeployBenchArgs {
     /// Leader kills under load (fresh cluster each).
     #[arg(long, default_value_t = 5)]
     pub failover_trials: usize,
+    /// The node the agents attach to first: the leader, or a follower (every message then
+    /// crosses one relay more).
+    #[arg(long, value_enum, default_value_t = AttachTo::Leader)]
+    pub attach: AttachTo,
     #[command(flatten)]
     pub common: crate::bench::BenchCommon,
+}
+
+/// Where a benchmark's agents attach first.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachTo {
+    Leader,
+    Follower,
+}
+
+/// The cluster's endpoints in the order an agent tries them: the leader first, or last.
+pub(crate) fn agent_endpoints(endpoints: &[String], leader: &str, attach: AttachTo) -> Vec<String> {
+    let (mut first, rest): (Vec<String>, Vec<String>) =
+        endpoints.iter().cloned().partition(|e| e == leader);
+    match attach {
+        AttachTo::Leader => {
+            first.extend(rest);
+            first
+        }
+        AttachTo::Follower => rest.into_iter().chain(first).collect(),
+    }
 }
 
 /// One burst.
@@ -110,13 +135,19 @@ struct Bench {
     stamps: PathBuf,
 }
 
-async fn set_up(root: &Path, flags: &str, targets: usize, tasks: usize) -> anyhow::Result<Bench> {
+async fn set_up(
+    root: &Path,
+    flags: &str,
+    attach: AttachTo,
+    targets: usize,
+    tasks: usize,
+) -> anyhow::Result<Bench> {
     let _ = std::fs::remove_dir_all(root);
     std::fs::create_dir_all(root)?;
     let stamps = root.join("stamps");
     std::fs::create_dir_all(&stamps)?;
     let cluster = Cluster::start(root, flags)?;
-    cluster.leader().await?;
+    let (_, leader) = cluster.leader().await?;
     let client = Client::new(&cluster.endpoints(), Duration::from_secs(10))?;
     let defs: Vec<TargetDef> = (0..targets)
         .map(|i| TargetDef {
@@ -125,7 +156,8 @@ async fn set_up(root: &Path, flags: &str, targets: usize, tasks: usize) -> anyho
             roles: vec![target_name(i)],
         })
         .collect();
-    let agents = Agents::start(&defs, &cluster.endpoints(), &root.join("agents"), 1);
+    let endpoints = agent_endpoints(&cluster.endpoints(), &leader, attach);
+    let agents = Agents::start(&defs, &endpoints, &root.join("agents"), 1);
     agents.attached(&client).await?;
     let (result, _) = client
         .write(Command::SetSettings(SettingsPatch {
@@ -201,8 +233,14 @@ fn runs_once(
     Ok(runs)
 }
 
-async fn burst(root: &Path, flags: &str, targets: usize, tasks: usize) -> anyhow::Result<Burst> {
-    let bench = set_up(root, flags, targets, tasks)
+async fn burst(
+    root: &Path,
+    flags: &str,
+    attach: AttachTo,
+    targets: usize,
+    tasks: usize,
+) -> anyhow::Result<Burst> {
+    let bench = set_up(root, flags, attach, targets, tasks)
         .await
         .context("cannot set up the cluster and agents")?;
     let start_us = now_us();
@@ -233,8 +271,13 @@ async fn burst(root: &Path, flags: &str, targets: usize, tasks: usize) -> anyhow
 }
 
 /// One leader kill under load.
-async fn failover(root: &Path, flags: &str, tasks: usize) -> anyhow::Result<Failover> {
-    let mut bench = set_up(root, flags, 1, tasks)
+async fn failover(
+    root: &Path,
+    flags: &str,
+    attach: AttachTo,
+    tasks: usize,
+) -> anyhow::Result<Failover> {
+    let mut bench = set_up(root, flags, attach, 1, tasks)
         .await
         .context("cannot set up the cluster and agents")?;
     submit_all(&bench, tasks, 1).await?;
@@ -325,7 +368,7 @@ pub fn run(args: &DeployBenchArgs) -> anyhow::Result<()> {
         let mut bursts: BTreeMap<usize, Vec<Burst>> = BTreeMap::new();
         for _ in 0..args.repeats {
             for &targets in &args.targets {
-                let b = burst(&root, &args.common.server_flags, targets, args.tasks).await?;
+                let b = burst(&root, &args.common.server_flags, args.attach, targets, args.tasks).await?;
                 eprintln!(
                     "{targets} targets: gap p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {:.0} tasks/s",
                     b.gap_p50_ms, b.gap_p99_ms, b.gap_max_ms, b.tasks_per_s
@@ -335,7 +378,7 @@ pub fn run(args: &DeployBenchArgs) -> anyhow::Result<()> {
         }
         let mut failovers = Vec::new();
         for trial in 0..args.failover_trials {
-            let f = failover(&root, &args.common.server_flags, args.tasks.min(300))
+            let f = failover(&root, &args.common.server_flags, args.attach, args.tasks.min(300))
                 .await
                 .with_context(|| format!("failover trial {trial}"))?;
             eprintln!(
@@ -348,6 +391,12 @@ pub fn run(args: &DeployBenchArgs) -> anyhow::Result<()> {
     });
     let _ = std::fs::remove_dir_all(&root);
     let (bursts, failovers) = result?;
+    let attach = match args.attach {
+        AttachTo::Leader => "the leader (no relay)",
+        AttachTo::Follower => "a follower (every message relayed once more)",
+    };
+    println!("Agents attach to {attach}.");
+    println!();
     println!(
         "| targets | deployments | runs | idle gap p50 ms | p99 ms | max ms | deployments/s |"
     );
@@ -381,7 +430,8 @@ pub fn run(args: &DeployBenchArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(path) = &args.common.json {
-        let doc = serde_json::json!({"bursts": bursts, "failover_ms": failovers});
+        let doc =
+            serde_json::json!({"attach": args.attach, "bursts": bursts, "failover_ms": failovers});
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }

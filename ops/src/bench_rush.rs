@@ -192,7 +192,7 @@ async fn rush(root: &Path, args: &RushBenchArgs, bypass: bool) -> anyhow::Result
     let stamps = root.join("stamps");
     std::fs::create_dir_all(&stamps)?;
     let cluster = Cluster::start(root, &args.common.server_flags)?;
-    cluster.leader().await?;
+    let (_, leader) = cluster.leader().await?;
     let client = Client::new(&cluster.endpoints(), Duration::from_secs(10))?;
     let defs: Vec<TargetDef> = targets()
         .into_iter()
@@ -202,12 +202,13 @@ async fn rush(root: &Path, args: &RushBenchArgs, bypass: bool) -> anyhow::Result
             roles: vec!["rush".into()],
         })
         .collect();
-    let agents = Agents::start(
-        &defs,
+    // The agents list the leader first (as `cuttle bench deploy` does by default).
+    let endpoints = crate::bench_deploy::agent_endpoints(
         &cluster.endpoints(),
-        &root.join("agents"),
-        TARGET_CAPACITY,
+        &leader,
+        crate::bench_deploy::AttachTo::Leader,
     );
+    let agents = Agents::start(&defs, &endpoints, &root.join("agents"), TARGET_CAPACITY);
     agents.attached(&client).await?;
     let sleep = format!("sleep {}", args.step_ms as f64 / 1000.0);
     let (result, _) = client

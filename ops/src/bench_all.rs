@@ -143,15 +143,7 @@ fn machine() -> serde_json::Value {
         .and_then(|l| l.split(':').nth(1))
         .map_or("unknown", str::trim)
         .to_string();
-    let memory_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let memory_kib = crate::bench_scale::kib_field("/proc/meminfo", "MemTotal:").unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
         .trim()

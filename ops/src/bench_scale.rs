@@ -99,15 +99,18 @@ pub(crate) async fn write_all(client: &Client, requests: Vec<Request>) -> anyhow
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    kib_field(&format!("/proc/{pid}/status"), "VmRSS:").map_or(f64::NAN, |kib| kib as f64 / 1024.0)
+}
+
+/// The number after `key` in a `/proc` file of `key value kB` lines (`/proc/PID/status`,
+/// `/proc/meminfo`).
+pub(crate) fn kib_field(path: &str, key: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok().and_then(|text| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<u64>().ok())
+    })
 }
 
 /// Runs the benchmark and prints markdown tables.

@@ -201,10 +201,11 @@ impl AgentApi {
                 let Some((report_id, request)) = me.request_of(&reporter_name, report) else {
                     continue;
                 };
-                let pending = match me.api.proposer.submit(request).await {
+                let deadline = Instant::now() + me.api.request_timeout;
+                let pending = match me.submit(request, deadline).await {
                     Ok(pending) => pending,
-                    Err(e) => {
-                        tracing::info!(agent = %reporter_name, error = %e, "report not recorded: closing the session");
+                    Err(status) => {
+                        tracing::info!(agent = %reporter_name, error = %status.message(), "report not recorded: closing the session");
                         me.sessions.detach(&reporter_name, id);
                         return;
                     }
@@ -271,16 +272,28 @@ impl AgentApi {
         &self,
         request: Replicated,
     ) -> Result<Result<Vec<cuttle_raft::sched::Event>, cuttle_raft::sched::Rejection>, Status> {
-        self.outcome(self.api.proposer.submit(request).await).await
+        let deadline = Instant::now() + self.api.request_timeout;
+        let pending = self.submit(request, deadline).await?;
+        self.outcome(pending, deadline).await
     }
 
-    /// Waits for a submitted request's outcome, for at most the request timeout.
+    /// Queues a request for the log, waiting for room in the proposer's queue until `deadline`.
+    async fn submit(&self, request: Replicated, deadline: Instant) -> Result<Pending, Status> {
+        match tokio::time::timeout_at(deadline, self.api.proposer.submit(request)).await {
+            Err(_) => Err(Status::unavailable(
+                "the cluster did not take the request in time (no quorum?): retry",
+            )),
+            Ok(submitted) => submitted.map_err(|e| Status::unavailable(e.to_string())),
+        }
+    }
+
+    /// Waits for a submitted request's outcome until `deadline`.
     async fn outcome(
         &self,
-        submitted: Result<Pending, ProposeError>,
+        pending: Pending,
+        deadline: Instant,
     ) -> Result<Result<Vec<cuttle_raft::sched::Event>, cuttle_raft::sched::Rejection>, Status> {
-        let pending = submitted.map_err(|e| Status::unavailable(e.to_string()))?;
-        match tokio::time::timeout(self.api.request_timeout, pending).await {
+        match tokio::time::timeout_at(deadline, pending).await {
             Err(_) => Err(Status::unavailable(
                 "the cluster did not commit in time: retry",
             )),
@@ -347,7 +360,10 @@ impl AgentApi {
     /// Waits until one proposed report is committed and acknowledges it; false when the session
     /// must end (the report is kept by the agent and sent again after it re-attaches).
     async fn acknowledge(&self, name: &str, id: u64, report_id: u64, pending: Pending) -> bool {
-        match self.outcome(Ok(pending)).await {
+        match self
+            .outcome(pending, Instant::now() + self.api.request_timeout)
+            .await
+        {
             Ok(result) => {
                 if let Err(rejection) = result {
                     // Stale or duplicate reports are expected after a reconnect.

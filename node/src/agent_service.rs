@@ -1,6 +1,6 @@
 //! The agent API (`Agents.Attach`): one bidirectional stream per agent. On the leader it is a
 //! session (registration through Raft, the units to run, heartbeat acknowledgements, reports
-//! proposed in order and acknowledged once committed); on a follower the stream is relayed to the
+//! proposed in order without waiting for each other and acknowledged in order once committed); on a follower the stream is relayed to the
 //! leader, so an agent may dial any node.
 
 use crate::cluster_service::ClusterApi;

@@ -407,6 +407,12 @@ impl Workload {
     /// applied commands.
     #[inline(never)]
     fn cycle(&mut self, submit: Command) {
+        self.step(submit);
+    }
+
+    /// The commands of one cycle, inlined into [`Workload::cycle`] and [`Workload::warm_up`].
+    #[inline(always)]
+    fn step(&mut self, submit: Command) {
         self.apply(submit);
         let (unit, attempt) = self.dispatched.pop_front().expect("a unit is dispatched");
         self.apply(Command::UnitFinished {
@@ -422,13 +428,7 @@ impl Workload {
     fn warm_up(&mut self, cycles: u64) {
         for _ in 0..cycles {
             let submit = self.next_submit();
-            self.apply(submit);
-            let (unit, attempt) = self.dispatched.pop_front().expect("a unit is dispatched");
-            self.apply(Command::UnitFinished {
-                unit,
-                attempt,
-                exit_code: 0,
-            });
+            self.step(submit);
         }
     }
 

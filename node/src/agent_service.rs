@@ -142,7 +142,16 @@ impl AgentApi {
             tenants: hello.tenants,
             capacity: hello.capacity,
         };
-        match self.propose(Command::UpsertTarget(spec).into()).await? {
+        // The registration restarts the lease and takes its place in the log under the
+        // registration lock, so that no `AgentLost` decided on the old lease lands after it.
+        let deadline = Instant::now() + self.api.request_timeout;
+        let registered = {
+            let _registration = self.sessions.registration().await;
+            self.sessions.touch(&name);
+            self.submit(Command::UpsertTarget(spec).into(), deadline)
+                .await?
+        };
+        match self.outcome(registered, deadline).await? {
             Ok(_) => {}
             Err(rejection) => {
                 return Err(Status::invalid_argument(format!(
@@ -266,15 +275,6 @@ impl AgentApi {
             tracing::info!(agent = %name, session = id, "agent detached");
         });
         Ok(Box::pin(ReceiverStream::new(out_rx)))
-    }
-
-    async fn propose(
-        &self,
-        request: Replicated,
-    ) -> Result<Result<Vec<cuttle_raft::sched::Event>, cuttle_raft::sched::Rejection>, Status> {
-        let deadline = Instant::now() + self.api.request_timeout;
-        let pending = self.submit(request, deadline).await?;
-        self.outcome(pending, deadline).await
     }
 
     /// Queues a request for the log, waiting for room in the proposer's queue until `deadline`.

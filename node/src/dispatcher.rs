@@ -223,20 +223,31 @@ pub async fn expire_leases(
                 .targets()
                 .filter(|(_, t)| t.online)
                 .map(|(_, t)| sched.symbols().name(t.name).to_string())
-                .filter(|name| {
-                    sessions
-                        .lease_start(name)
-                        .is_some_and(|start| now.duration_since(start) >= lease_timeout)
-                })
+                .filter(|name| sessions.lease_ran_out(name, lease_timeout, now))
                 .collect()
         };
         for name in expired {
-            tracing::warn!(agent = %name, lease_ms = lease_timeout.as_millis() as u64, "agent lease ran out: declaring it lost");
-            sessions.close(&name);
-            if let Err(e) = proposer
-                .propose(Command::AgentLost { name: name.clone() })
-                .await
-            {
+            // The list may be seconds old by now (each declaration waits for its commit, and
+            // without a quorum that is long): look again, under the registration lock, so that an
+            // agent that registered meanwhile keeps its new session and its units.
+            let declared = {
+                let _registration = sessions.registration().await;
+                let still_expired =
+                    leads(&raft) && sessions.lease_ran_out(&name, lease_timeout, Instant::now());
+                if !still_expired {
+                    continue;
+                }
+                tracing::warn!(agent = %name, lease_ms = lease_timeout.as_millis() as u64, "agent lease ran out: declaring it lost");
+                sessions.close(&name);
+                proposer
+                    .submit(Command::AgentLost { name: name.clone() })
+                    .await
+            };
+            let outcome = match declared {
+                Ok(pending) => pending.await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
                 tracing::warn!(agent = %name, error = %e, "could not declare the agent lost");
             }
         }

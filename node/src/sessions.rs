@@ -6,6 +6,7 @@
 use cuttle_proto::v1::ServerMessage;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -48,6 +49,8 @@ struct Inner {
 #[derive(Clone, Debug, Default)]
 pub struct Sessions {
     inner: Arc<Mutex<Inner>>,
+    /// Orders an agent's registration against its lease running out (see [`Sessions::registration`]).
+    registration: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What `cuttle agent list` shows of a session.
@@ -66,6 +69,21 @@ pub struct SessionView {
 impl Sessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("sessions lock")
+    }
+
+    /// Held while an agent's registration (`UpsertTarget`) takes its place in the log, and while
+    /// a lease found run out takes its `AgentLost`'s place: so a declaration decided on an old
+    /// lease can never land after the registration of a newer session (whose units it would then
+    /// fail while they run), and a registration always restarts the lease first ([`Sessions::touch`]).
+    pub async fn registration(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.registration.lock().await
+    }
+
+    /// Restarts the lease of `name` now (an agent is registering).
+    pub fn touch(&self, name: &str) {
+        self.lock()
+            .last_contact
+            .insert(name.to_string(), Instant::now());
     }
 
     /// Registers a session for `name`, replacing (and so closing) an earlier one.
@@ -167,6 +185,12 @@ impl Sessions {
         })
     }
 
+    /// Whether the lease of `name` had run out at `now` on this leader (never when it does not lead).
+    pub fn lease_ran_out(&self, name: &str, lease_timeout: Duration, now: Instant) -> bool {
+        self.lease_start(name)
+            .is_some_and(|start| now.saturating_duration_since(start) >= lease_timeout)
+    }
+
     /// The view of the session of `name`, if attached.
     pub fn view(&self, name: &str) -> Option<SessionView> {
         let inner = self.lock();
@@ -177,5 +201,48 @@ impl Sessions {
             refusals: s.refusals,
             version: s.version.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chaos seed 777 (docs/chaos.md, bug 2): the leader listed a lease as run out, spent seconds
+    /// declaring other agents lost without a quorum, and then declared this one lost although it
+    /// had registered again meanwhile, failing the units its new session had just started.
+    #[tokio::test]
+    async fn a_registration_restarts_a_lease_that_an_older_scan_found_run_out() {
+        let sessions = Sessions::default();
+        sessions.became_leader();
+        let lease = Duration::from_millis(200);
+        let scanned_at = Instant::now() + lease * 2;
+        assert!(sessions.lease_ran_out("web02", lease, scanned_at));
+        // The agent registers: under the registration lock its lease restarts.
+        {
+            let _registration = sessions.registration().await;
+            sessions.touch("web02");
+        }
+        assert!(
+            !sessions.lease_ran_out("web02", lease, Instant::now()),
+            "the declaration must look again and find the lease running"
+        );
+        // While an expiry holds the registration lock, a registration waits for it.
+        let held = sessions.registration().await;
+        let waiting = sessions.clone();
+        let registration = tokio::spawn(async move {
+            let _registration = waiting.registration().await;
+            waiting.touch("web03");
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !registration.is_finished(),
+            "web03 registered while an expiry held the lock"
+        );
+        drop(held);
+        registration.await.unwrap();
+        assert!(!sessions.lease_ran_out("web03", lease, Instant::now() + lease / 2));
     }
 }

@@ -146,7 +146,13 @@ impl AgentApi {
         // registration lock, so that no `AgentLost` decided on the old lease lands after it.
         let deadline = Instant::now() + self.api.request_timeout;
         let registered = {
-            let _registration = self.sessions.registration().await;
+            let _registration = tokio::time::timeout_at(deadline, self.sessions.registration())
+                .await
+                .map_err(|_| {
+                    Status::unavailable(
+                        "the leader is still declaring lost agents (no quorum?): attach again",
+                    )
+                })?;
             self.sessions.touch(&name);
             self.submit(Command::UpsertTarget(spec).into(), deadline)
                 .await?

@@ -7,7 +7,7 @@
 //! ended (in fencing-token order); afterwards the dispatcher routes each new decision as its entry
 //! is applied. A unit may therefore reach an agent twice; the agent runs each (unit, attempt) once.
 
-use crate::proposer::Proposer;
+use crate::proposer::{ProposeError, Proposer};
 use crate::sessions::Sessions;
 use cuttle_proto::v1::{server_message::Kind, CancelUnit, RunUnit, ServerMessage, Variable};
 use cuttle_raft::cluster::state_machine::{Applied, AppliedEntry};
@@ -239,9 +239,19 @@ pub async fn expire_leases(
                 }
                 tracing::warn!(agent = %name, lease_ms = lease_timeout.as_millis() as u64, "agent lease ran out: declaring it lost");
                 sessions.close(&name);
-                proposer
-                    .submit(Command::AgentLost { name: name.clone() })
-                    .await
+                // Bounded, as registrations wait for this lock: a proposer queue that stays full
+                // means no quorum, and the next round tries again.
+                match tokio::time::timeout(
+                    lease_timeout,
+                    proposer.submit(Command::AgentLost { name: name.clone() }),
+                )
+                .await
+                {
+                    Ok(submitted) => submitted,
+                    Err(_) => Err(ProposeError::Raft(
+                        "the proposer's queue stayed full for a whole lease".into(),
+                    )),
+                }
             };
             let outcome = match declared {
                 Ok(pending) => pending.await.map(|_| ()),

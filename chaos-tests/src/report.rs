@@ -239,28 +239,8 @@ fn verdict_table(verdicts: &[Verdict]) -> String {
             v.checked,
             v.violations
         );
-        if !v.offenders.is_empty() {
-            let items: String = v
-                .offenders
-                .iter()
-                .map(|o| format!("<li>{}</li>", escape(o)))
-                .collect();
-            let _ = write!(
-                html,
-                r#"<tr><td></td><td colspan="4"><details open><summary>offenders</summary><ul>{items}</ul></details></td></tr>"#
-            );
-        }
-        if !v.notes.is_empty() {
-            let items: String = v
-                .notes
-                .iter()
-                .map(|o| format!("<li>{}</li>", escape(o)))
-                .collect();
-            let _ = write!(
-                html,
-                r#"<tr><td></td><td colspan="4"><details><summary>notes</summary><ul>{items}</ul></details></td></tr>"#
-            );
-        }
+        html += &details_row("offenders", " open", &v.offenders);
+        html += &details_row("notes", "", &v.notes);
     }
     html.push_str("</table>");
     html
@@ -306,6 +286,20 @@ body{{font-family:sans-serif;margin:16px}} table{{border-collapse:collapse}} td,
     }
     page += "</body></html>\n";
     page
+}
+
+/// A table row with a folding list of `items` under `summary`; empty when there are none.
+fn details_row(summary: &str, open: &str, items: &[String]) -> String {
+    if items.is_empty() {
+        return String::new();
+    }
+    let items: String = items
+        .iter()
+        .map(|o| format!("<li>{}</li>", escape(o)))
+        .collect();
+    format!(
+        r#"<tr><td></td><td colspan="4"><details{open}><summary>{summary}</summary><ul>{items}</ul></details></td></tr>"#
+    )
 }
 
 #[cfg(test)]

@@ -18,6 +18,46 @@ struct Slot {
     id: u32,
 }
 
+/// A slot of one of the open-addressing tables below: vacant or holding an entry with its hash.
+trait Probed: Copy {
+    const VACANT: Self;
+    fn is_vacant(&self) -> bool;
+    fn hash(&self) -> u32;
+}
+
+/// Grows `slots` to hold `total` entries at most 7/8 full, re-placing every entry; nothing when
+/// they already fit.
+fn reserve_slots<S: Probed>(slots: &mut Vec<S>, total: usize) {
+    let needed = (total * 8).div_ceil(7).max(16).next_power_of_two();
+    if needed <= slots.len() {
+        return;
+    }
+    let old = std::mem::replace(slots, vec![S::VACANT; needed]);
+    for slot in old.into_iter().filter(|s| !s.is_vacant()) {
+        place_slot(slots, slot);
+    }
+}
+
+/// Puts `slot` in the first vacant place of its probe sequence (there is one: tables are never full).
+fn place_slot<S: Probed>(slots: &mut [S], slot: S) {
+    let mask = slots.len() - 1;
+    let mut i = slot.hash() as usize & mask;
+    while !slots[i].is_vacant() {
+        i = (i + 1) & mask;
+    }
+    slots[i] = slot;
+}
+
+impl Probed for Slot {
+    const VACANT: Slot = Slot { hash: 0, id: 0 };
+    fn is_vacant(&self) -> bool {
+        self.id == 0
+    }
+    fn hash(&self) -> u32 {
+        self.hash
+    }
+}
+
 /// Ids found by hash. See the module documentation.
 #[derive(Clone, Default)]
 pub(crate) struct HashIndex {
@@ -93,7 +133,7 @@ impl HashIndex {
     /// Indexes `id`, which is not indexed yet, under `hash`.
     pub(crate) fn insert(&mut self, hash: u32, id: u32) {
         self.reserve(self.len + 1);
-        self.place(Slot { hash, id: id + 1 });
+        place_slot(&mut self.slots, Slot { hash, id: id + 1 });
         self.len += 1;
     }
 
@@ -123,29 +163,13 @@ impl HashIndex {
                 hole = i;
             }
         }
-        self.slots[hole] = Slot::default();
+        self.slots[hole] = Slot::VACANT;
         self.len -= 1;
     }
 
     /// Makes room for `total` ids without growing again.
     pub(crate) fn reserve(&mut self, total: usize) {
-        let needed = (total * 8).div_ceil(7).max(16).next_power_of_two();
-        if needed <= self.slots.len() {
-            return;
-        }
-        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); needed]);
-        for slot in old.into_iter().filter(|s| s.id != 0) {
-            self.place(slot);
-        }
-    }
-
-    fn place(&mut self, slot: Slot) {
-        let mask = self.slots.len() - 1;
-        let mut i = slot.hash as usize & mask;
-        while self.slots[i].id != 0 {
-            i = (i + 1) & mask;
-        }
-        self.slots[i] = slot;
+        reserve_slots(&mut self.slots, total);
     }
 }
 
@@ -174,6 +198,16 @@ struct NameSlot {
     /// The length of an inline name, or [`LONG_NAME`].
     len: u8,
     text: [u8; INLINE_NAME],
+}
+
+impl Probed for NameSlot {
+    const VACANT: NameSlot = NameSlot::EMPTY;
+    fn is_vacant(&self) -> bool {
+        self.id == 0
+    }
+    fn hash(&self) -> u32 {
+        self.hash
+    }
 }
 
 impl NameSlot {
@@ -233,28 +267,12 @@ impl NameIndex {
     pub(crate) fn insert(&mut self, names: &[Box<str>], sym: Sym) {
         let name = &names[sym.0 as usize];
         self.reserve(self.len + 1);
-        self.place(NameSlot::new(sym.0, hash_name(name), name));
+        place_slot(&mut self.slots, NameSlot::new(sym.0, hash_name(name), name));
         self.len += 1;
     }
 
     fn reserve(&mut self, total: usize) {
-        let needed = (total * 8).div_ceil(7).max(16).next_power_of_two();
-        if needed <= self.slots.len() {
-            return;
-        }
-        let old = std::mem::replace(&mut self.slots, vec![NameSlot::EMPTY; needed]);
-        for slot in old.into_iter().filter(|s| s.id != 0) {
-            self.place(slot);
-        }
-    }
-
-    fn place(&mut self, slot: NameSlot) {
-        let mask = self.slots.len() - 1;
-        let mut i = slot.hash as usize & mask;
-        while self.slots[i].id != 0 {
-            i = (i + 1) & mask;
-        }
-        self.slots[i] = slot;
+        reserve_slots(&mut self.slots, total);
     }
 
     /// The index of every name in `names`, placed in the order of the slots the names land in
@@ -281,7 +299,7 @@ impl NameIndex {
         }
         for id in order {
             let i = id as usize;
-            index.place(NameSlot::new(id, hashes[i], &names[i]));
+            place_slot(&mut index.slots, NameSlot::new(id, hashes[i], &names[i]));
         }
         index.len = names.len();
         index
@@ -312,12 +330,6 @@ struct TagSlot {
 
 impl TagSlot {
     const EMPTY: u32 = u32::MAX;
-    const VACANT: TagSlot = TagSlot {
-        project: 0,
-        environment: 0,
-        tenant: 0,
-        tag: TagSlot::EMPTY,
-    };
 }
 
 fn tag_key(project: Sym, environment: Sym, tenant: Option<Sym>) -> (u32, u32, u32, u32) {
@@ -355,32 +367,34 @@ impl TagIndex {
     pub(crate) fn insert(&mut self, project: Sym, environment: Sym, tenant: Option<Sym>, tag: Sym) {
         debug_assert!(self.find(project, environment, tenant).is_none());
         assert!(tag.0 != TagSlot::EMPTY, "symbols stay below u32::MAX");
-        let needed = ((self.len + 1) * 8).div_ceil(7).max(16).next_power_of_two();
-        if needed > self.slots.len() {
-            let old = std::mem::replace(&mut self.slots, vec![TagSlot::VACANT; needed]);
-            for slot in old.into_iter().filter(|s| s.tag != TagSlot::EMPTY) {
-                self.place(slot);
-            }
-        }
+        reserve_slots(&mut self.slots, self.len + 1);
         let (_, p, e, t) = tag_key(project, environment, tenant);
-        self.place(TagSlot {
-            project: p,
-            environment: e,
-            tenant: t,
-            tag: tag.0,
-        });
+        place_slot(
+            &mut self.slots,
+            TagSlot {
+                project: p,
+                environment: e,
+                tenant: t,
+                tag: tag.0,
+            },
+        );
         self.len += 1;
     }
+}
 
-    fn place(&mut self, slot: TagSlot) {
-        let tenant = (slot.tenant != u32::MAX).then_some(Sym(slot.tenant));
-        let (hash, ..) = tag_key(Sym(slot.project), Sym(slot.environment), tenant);
-        let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
-        while self.slots[i].tag != TagSlot::EMPTY {
-            i = (i + 1) & mask;
-        }
-        self.slots[i] = slot;
+impl Probed for TagSlot {
+    const VACANT: TagSlot = TagSlot {
+        project: 0,
+        environment: 0,
+        tenant: 0,
+        tag: TagSlot::EMPTY,
+    };
+    fn is_vacant(&self) -> bool {
+        self.tag == TagSlot::EMPTY
+    }
+    fn hash(&self) -> u32 {
+        let tenant = (self.tenant != u32::MAX).then_some(Sym(self.tenant));
+        tag_key(Sym(self.project), Sym(self.environment), tenant).0
     }
 }
 
